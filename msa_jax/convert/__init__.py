@@ -1,0 +1,7 @@
+"""Checkpoint conversion: Hugging Face / upstream MSA safetensors <-> parameters."""
+
+from msa_jax.convert.hf import (CheckpointError, load_pretrained, params_from_tensors, read_config,
+                                save_pretrained, tensors_from_params)
+
+__all__ = ["CheckpointError", "load_pretrained", "params_from_tensors", "read_config",
+           "save_pretrained", "tensors_from_params"]
