@@ -59,10 +59,10 @@ def dtype_of(name) -> jnp.dtype:
     return jnp.dtype(name)
 
 
-def progress(iterable=None, **kwargs):
-    """tqdm with project defaults (disabled when MSA_JAX_NO_PROGRESS is set)."""
+def progress(iterable=None, enabled: bool = True, **kwargs):
+    """tqdm with project defaults; off when `enabled` is False or MSA_JAX_NO_PROGRESS is set."""
     from tqdm.auto import tqdm
 
-    kwargs.setdefault("disable", bool(os.environ.get("MSA_JAX_NO_PROGRESS")))
+    kwargs["disable"] = not enabled or bool(os.environ.get("MSA_JAX_NO_PROGRESS"))
     kwargs.setdefault("dynamic_ncols", True)
     return tqdm(iterable, **kwargs)

@@ -105,6 +105,6 @@ def ignorable(name: str, cfg: ModelConfig) -> bool:
     """Checkpoint tensors that carry nothing this port needs."""
     if name == "lm_head.weight" and cfg.tie_word_embeddings:
         return True  # some tied checkpoints carry the (identical) head anyway
-    if name.endswith("self_attn.temperature"):
+    if name == "temperature" or name.endswith(".temperature"):
         return True  # upstream's unused router temperature
     return name.endswith("rotary_emb.inv_freq")

@@ -6,6 +6,8 @@ slots visible at its time plus, in router layers of an MSA model, the frozen mem
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -40,11 +42,18 @@ def write_slots(buf: Array, new: Array, index: Array) -> Array:
     return jax.lax.dynamic_update_slice(buf, new.astype(buf.dtype), start)
 
 
+# route(layer, projections) -> (MemoryKV for this router layer, routing info): picks the memory a
+# router layer attends to at prefill (model/query.py). Without it, layers keep the cache's memory.
+Route = Callable[[int, Projections], tuple[MemoryKV, Any]]
+
+
 def forward_step(cfg: ModelConfig, params, cache: KVCache, tokens: Array, positions: Array,
-                 k_time: Array, q_time: Array, collect_hidden: bool = False):
-    """tokens, positions, k_time, q_time [B, T] -> (hidden [B, T, D], new cache, hidden states).
+                 k_time: Array, q_time: Array, route: Route | None = None,
+                 collect_hidden: bool = False):
+    """tokens, positions, k_time, q_time [B, T] -> (hidden [B, T, D], new cache, extras).
 
     The caller makes the times (model/cache.py `step_times`); T may be 1 (decode) or a prompt.
+    `extras` = (routing info per layer (None where not routed), hidden states or None).
     """
     model = Transformer(cfg)
     time = write_slots(cache.time, k_time, cache.index)  # [B, S]
@@ -53,15 +62,19 @@ def forward_step(cfg: ModelConfig, params, cache: KVCache, tokens: Array, positi
         layer = cache.layers[i]
         k = write_slots(layer.k, p.k, cache.index)  # [B, S, K, H]
         v = write_slots(layer.v, p.v, cache.index)
-        o = sparse_memory_attention(p.q, q_time, k, v, time, **memory_args(layer.memory),
+        memory, info = layer.memory, None
+        if route is not None and cfg.is_router_layer(i):
+            memory, info = route(i, p)
+        o = sparse_memory_attention(p.q, q_time, k, v, time, **memory_args(memory),
                                     **kernel_kwargs(cfg))
-        return o, LayerCache(k, v, layer.memory)
+        return o, (LayerCache(k, v, memory), info)
 
-    h, layers, hidden = model.apply({"params": params}, tokens, positions, attend,
+    h, extras, hidden = model.apply({"params": params}, tokens, positions, attend,
                                     collect_hidden=collect_hidden)
-    t = tokens.shape[1]
-    new_cache = KVCache(layers, time, cache.index + t)
-    return h, new_cache, hidden
+    layers = tuple(e[0] for e in extras)
+    infos = tuple(e[1] for e in extras)
+    new_cache = KVCache(layers, time, cache.index + tokens.shape[1])
+    return h, new_cache, (infos, hidden)
 
 
 def logits_of(cfg: ModelConfig, params, h: Array) -> Array:

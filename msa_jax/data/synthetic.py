@@ -1,0 +1,204 @@
+"""Deterministic synthetic memory tasks for tests, demos and benchmarks (seeded numpy, no downloads).
+
+- `make_corpus`: random documents of readable "facts", of words from a list, or of token ids.
+- `make_needle_task`: documents plus questions whose answer is stated in exactly one document
+  (hops=1) or needs two chained documents (hops=2); queries carry `reference_ids` and `answers`,
+  so a model can be trained to return the document ids (docs/msa.md §5-§6) and routing recall
+  can be measured.
+- `synthetic_token_corpus`: a stream of token-id documents of a given total size, for
+  memory-scale benchmarks, never held in memory all at once.
+
+The same arguments always give the same output. Document and query ids are "0", "1", ...
+Length ranges are inclusive (low, high) pairs.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from msa_jax.data.corpus import Document
+from msa_jax.data.queries import Query
+
+ADJECTIVES = ("old", "new", "secret", "favourite", "lucky", "hidden", "first", "second", "spare",
+              "red", "blue", "green", "silver", "golden", "wooden", "broken", "quiet", "loud",
+              "tiny", "giant", "ancient", "modern", "strange", "usual")
+NOUNS = ("car", "boat", "key", "book", "song", "city", "dog", "cat", "horse", "garden", "house",
+         "river", "mountain", "lamp", "clock", "coat", "hat", "ring", "door", "bridge", "tower",
+         "island", "violin", "painting")
+FIRST_NAMES = ("Alice", "Bruno", "Chen", "Dara", "Emil", "Farah", "Gus", "Hana", "Ivan", "Jun",
+               "Kofi", "Lena", "Mateo", "Nia", "Oskar", "Priya", "Quinn", "Rosa", "Sami", "Tess",
+               "Umar", "Vera", "Wim", "Xena", "Yusuf", "Zoe", "Arno", "Bea", "Cyril", "Dina",
+               "Elio", "Fay")
+LAST_NAMES = ("Abbott", "Baker", "Costa", "Duarte", "Eriksen", "Fischer", "Garcia", "Haddad",
+              "Ito", "Jensen", "Kowalski", "Lopez", "Moreau", "Novak", "Okafor", "Petrov",
+              "Quint", "Rossi", "Sato", "Tanaka", "Ueda", "Varga", "Weber", "Xu", "Yilmaz",
+              "Zhang", "Adler", "Bauer", "Cohen", "Dubois", "Evans", "Ferreira")
+VALUES = ("amber", "azure", "crimson", "ivory", "jade", "violet", "Lisbon", "Oslo", "Kyoto",
+          "Lima", "Cairo", "Quito", "Perth", "Tunis", "Hanoi", "Dakar", "seven", "twelve",
+          "forty", "ninety", "falcon", "otter", "badger", "heron", "lynx", "walrus", "maple",
+          "cedar", "willow", "birch", "copper", "cobalt", "granite", "marble", "saffron",
+          "pepper", "cinnamon", "velvet", "linen", "cotton")
+RELATIONS = ("mentor", "neighbour", "cousin", "landlord", "partner", "rival", "doctor", "teacher",
+             "lawyer", "coach", "editor", "tenant", "banker", "tailor", "barber", "pilot")
+INITIALS = tuple("ABCDEFGHIJKLMNOPRSTVW")
+# A person is (first name, middle initial, last name): 21504 people, enough distinct subjects
+# for ~10^5-document needle tasks.
+_PERSON_SHAPE = (len(FIRST_NAMES), len(INITIALS), len(LAST_NAMES))
+_ATTRIBUTE_SHAPE = (len(ADJECTIVES), len(NOUNS)) + _PERSON_SHAPE
+_RELATION_SHAPE = (len(RELATIONS),) + _PERSON_SHAPE
+
+
+def _lengths(rng: np.random.Generator, count: int, length_range: tuple[int, int]) -> np.ndarray:
+    low, high = length_range
+    if not 1 <= low <= high:
+        raise ValueError(f"length range must satisfy 1 <= low <= high, got {length_range}")
+    return rng.integers(low, high + 1, size=count)
+
+
+def _name(first: int, initial: int, last: int) -> str:
+    return f"{FIRST_NAMES[first]} {INITIALS[initial]}. {LAST_NAMES[last]}"
+
+
+def _attribute_fact(key: Sequence[int], value: str) -> str:
+    adj, noun, *person = key
+    return f"The {ADJECTIVES[adj]} {NOUNS[noun]} of {_name(*person)} is {value}."
+
+
+def _relation_fact(key: Sequence[int], other: str) -> str:
+    rel, *person = key
+    return f"The {RELATIONS[rel]} of {_name(*person)} is {other}."
+
+
+def _unique_keys(rng: np.random.Generator, count: int, shape: tuple[int, ...], what: str):
+    """`count` distinct index tuples into `shape`, as a [count, len(shape)] array."""
+    space = int(np.prod(shape))
+    if count > space:
+        raise ValueError(f"{count} {what} facts requested but only {space} distinct ones exist")
+    flat = rng.choice(space, size=count, replace=False)
+    return np.stack(np.unravel_index(flat, shape), axis=1)
+
+
+def _random_fact(rng: np.random.Generator) -> str:
+    key = [int(rng.integers(n)) for n in _ATTRIBUTE_SHAPE]
+    return _attribute_fact(key, VALUES[int(rng.integers(len(VALUES)))])
+
+
+def make_corpus(num_docs: int, doc_len_range: tuple[int, int] = (2, 6),
+                vocab: Sequence[str] | tuple[int, int] | range | None = None,
+                seed: int = 0) -> list[Document]:
+    """`num_docs` random documents.
+
+    `vocab` picks the kind (and the unit of `doc_len_range`):
+    - None: text of built-in fact sentences ("The lucky boat of Lena K. Sato is amber."), lengths in
+      sentences;
+    - a sequence of words: text of space-separated words drawn from it, lengths in words;
+    - a (low, high) pair of ints or a `range`: token ids drawn from [low, high), lengths in tokens.
+    """
+    rng = np.random.default_rng(seed)
+    lengths = _lengths(rng, num_docs, doc_len_range)
+    if isinstance(vocab, range):
+        if vocab.step != 1:
+            raise ValueError(f"a token range must have step 1, got {vocab}")
+        vocab = (vocab.start, vocab.stop)
+    if vocab is None:
+        texts = [" ".join(_random_fact(rng) for _ in range(n)) for n in lengths]
+        return [Document(str(i), text=t) for i, t in enumerate(texts)]
+    if len(vocab) == 2 and all(isinstance(v, (int, np.integer)) for v in vocab):
+        low, high = map(int, vocab)
+        if not 0 <= low < high:
+            raise ValueError(f"token range must satisfy 0 <= low < high, got {vocab}")
+        return [Document(str(i), tokens=rng.integers(low, high, size=n).tolist())
+                for i, n in enumerate(lengths)]
+    words = list(vocab)
+    if not words or not all(isinstance(w, str) and w for w in words):
+        raise ValueError("vocab must be None, a (low, high) token range or non-empty words")
+    return [Document(str(i), text=" ".join(words[j] for j in rng.integers(len(words), size=n)))
+            for i, n in enumerate(lengths)]
+
+
+def make_needle_task(num_docs: int, num_queries: int, seed: int = 0, hops: int = 1,
+                     facts_per_doc: tuple[int, int] = (2, 5),
+                     relation_fraction: float = 0.25) -> tuple[list[Document], list[Query]]:
+    """Fact documents and questions over them.
+
+    Every fact subject ((adjective, noun, person) or (relation, person)) is stated once in the
+    whole corpus, so each answer has exactly one source.
+    - hops=1: "What is the lucky boat of Lena K. Sato?"; reference_ids = (the document stating it,).
+    - hops=2: "What is the lucky boat of the mentor of Bea T. Xu?"; one document says "The mentor
+      of Bea T. Xu is Lena K. Sato.", another states Lena K. Sato's lucky boat; reference_ids are both, in
+      chain order.
+    Each needle sits in its own document (so num_queries * hops <= num_docs) at a random place
+    among distractor facts; a fraction `relation_fraction` of distractors are relation facts.
+    """
+    if hops not in (1, 2):
+        raise ValueError(f"hops must be 1 or 2, got {hops}")
+    if num_queries * hops > num_docs:
+        raise ValueError(f"{num_queries} queries x {hops} hops need at least "
+                         f"{num_queries * hops} documents, got {num_docs}")
+    rng = np.random.default_rng(seed)
+    counts = _lengths(rng, num_docs, facts_per_doc)
+    needle_docs = rng.choice(num_docs, size=(num_queries, hops), replace=False)
+    # Slot kinds: True = relation fact. Needles: the first hop of a 2-hop chain is a relation.
+    kinds = [rng.random(int(n)) < relation_fraction for n in counts]
+    slots = [int(rng.integers(n)) for n in counts[needle_docs.reshape(-1)]]
+    for q in range(num_queries):
+        for h in range(hops):
+            doc = needle_docs[q, h]
+            kinds[doc][slots[q * hops + h]] = hops == 2 and h == 0
+    flat_kinds = np.concatenate(kinds)
+    attr_keys = iter(_unique_keys(rng, int((~flat_kinds).sum()), _ATTRIBUTE_SHAPE, "attribute"))
+    rel_keys = iter(_unique_keys(rng, int(flat_kinds.sum()), _RELATION_SHAPE, "relation"))
+    facts = [[None] * int(n) for n in counts]
+    keys = [[next(rel_keys) if k else next(attr_keys) for k in doc_kinds] for doc_kinds in kinds]
+
+    queries = []
+    for q in range(num_queries):
+        value = VALUES[int(rng.integers(len(VALUES)))]
+        *docs, answer_doc = needle_docs[q]
+        key = keys[answer_doc][slots[q * hops + hops - 1]]
+        adj, noun, *person = (int(k) for k in key)
+        facts[answer_doc][slots[q * hops + hops - 1]] = _attribute_fact(key, value)
+        subject = _name(*person)
+        if hops == 2:
+            rel_key = keys[docs[0]][slots[q * hops]]
+            facts[docs[0]][slots[q * hops]] = _relation_fact(rel_key, subject)
+            subject = f"the {RELATIONS[rel_key[0]]} of {_name(*rel_key[1:])}"
+        question = f"What is the {ADJECTIVES[adj]} {NOUNS[noun]} of {subject}?"
+        refs = tuple(str(int(d)) for d in needle_docs[q])
+        queries.append(Query(str(q), question, refs, (value,)))
+
+    for doc_facts, doc_keys, doc_kinds in zip(facts, keys, kinds):
+        for j, fact in enumerate(doc_facts):
+            if fact is None:
+                if doc_kinds[j]:
+                    other = _name(*(int(rng.integers(n)) for n in _PERSON_SHAPE))
+                    doc_facts[j] = _relation_fact(doc_keys[j], other)
+                else:
+                    doc_facts[j] = _attribute_fact(doc_keys[j], VALUES[int(rng.integers(len(VALUES)))])
+    documents = [Document(str(i), text=" ".join(f)) for i, f in enumerate(facts)]
+    return documents, queries
+
+
+def synthetic_token_corpus(total_tokens: int, doc_len: int | tuple[int, int] = 512,
+                           vocab_size: int = 32000, seed: int = 0, *,
+                           low: int = 1) -> Iterator[Document]:
+    """Yield token-id documents of `doc_len` tokens (an int or an inclusive range) until exactly
+    `total_tokens` tokens have been produced (the last document may be shorter).
+
+    Ids are drawn uniformly from [low, vocab_size); the default `low=1` avoids the pad id 0.
+    Only one document exists at a time, so 10M-token benchmarks cost no corpus memory.
+    """
+    if total_tokens < 1:
+        raise ValueError(f"total_tokens must be positive, got {total_tokens}")
+    if not 0 <= low < vocab_size:
+        raise ValueError(f"need 0 <= low < vocab_size, got low={low}, vocab_size={vocab_size}")
+    length_range = (doc_len, doc_len) if isinstance(doc_len, (int, np.integer)) else doc_len
+    rng = np.random.default_rng(seed)
+    remaining, index = int(total_tokens), 0
+    while remaining:
+        n = min(int(_lengths(rng, 1, length_range)[0]), remaining)
+        yield Document(str(index), tokens=rng.integers(low, vocab_size, size=n).tolist())
+        remaining -= n
+        index += 1

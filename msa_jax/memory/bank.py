@@ -1,0 +1,220 @@
+"""The memory bank: routing tier, content tier and document metadata (docs/msa.md §3-§4).
+
+Per router layer r and pooled chunk c the bank holds K̄r[r, c] (the routing tier, scanned on the
+accelerator for every question) and K̄[r, c], V̄[r, c] (the content tier, read only for the
+selected documents; it may live in host memory). A document owns a contiguous run of chunk slots.
+
+Host numpy arrays are the source of truth (with spare capacity, so adding documents is amortised
+O(new)); `view()` gives the device arrays stage 2 reads, padded to power-of-two capacities so that
+adding a few documents does not recompile. Deleting a document tombstones its slots (they never
+score and are never selected); trailing tombstones are trimmed and `compact()` removes the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from msa_jax.model.query import MemoryView
+
+
+class BankError(ValueError):
+    """Bad use of a memory bank (unknown document, bank from another model, ...)."""
+
+
+def _bucket(n: int, minimum: int) -> int:
+    return max(minimum, 1 << max(0, int(n) - 1).bit_length())
+
+
+@dataclasses.dataclass(frozen=True)
+class BankSpec:
+    """Shapes and identity of a bank: what a model must match to use it."""
+
+    fingerprint: str  # of the model that encoded it (msa_jax.memory.fingerprint)
+    num_router_layers: int  # R
+    num_kv_heads: int  # K
+    head_dim: int  # H
+    pooling_size: int  # P
+    dtype: str  # of the tiers
+
+    def chunk_shape(self, n: int) -> tuple[int, ...]:
+        return (self.num_router_layers, n, self.num_kv_heads, self.head_dim)
+
+
+class MemoryBank:
+    """Documents encoded into pooled chunks; see the module docstring."""
+
+    def __init__(self, spec: BankSpec, prefix_k: np.ndarray, prefix_v: np.ndarray):
+        self.spec = spec
+        self.prefix_k = np.asarray(prefix_k)  # [L, Pf, K, H]
+        self.prefix_v = np.asarray(prefix_v)
+        dt = np.dtype(jnp.dtype(spec.dtype))
+        self._tiers = {n: np.zeros(spec.chunk_shape(0), dt)
+                       for n in ("routing_keys", "content_k", "content_v")}
+        self._chunk_doc = np.zeros(0, np.int32)
+        self._num_chunks = 0
+        self.doc_chunk_offset: list[int] = []
+        self.doc_num_chunks: list[int] = []
+        self.doc_ids: list[str | None] = []  # None: deleted slot
+        self.doc_tokens: list[tuple[int, ...] | None] = []
+        self.doc_texts: list[str | None] = []
+        self._view_cache: dict = {}
+
+    # -- sizes -----------------------------------------------------------------------------------
+    @property
+    def num_slots(self) -> int:
+        """Document slots, deleted ones included (the M axis of scores)."""
+        return len(self.doc_ids)
+
+    @property
+    def num_docs(self) -> int:
+        return sum(d is not None for d in self.doc_ids)
+
+    @property
+    def num_chunks(self) -> int:
+        """Chunk slots in use (tombstoned ones included)."""
+        return self._num_chunks
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(len(t) for t in self.doc_tokens if t is not None)
+
+    def tier(self, name: str) -> np.ndarray:
+        """routing_keys | content_k | content_v, [R, num_chunks, K, H] (a view, no copy)."""
+        return self._tiers[name][:, :self._num_chunks]
+
+    @property
+    def chunk_doc(self) -> np.ndarray:
+        return self._chunk_doc[:self._num_chunks]
+
+    def tier_bytes(self) -> dict[str, int]:
+        per = {n: self.tier(n).nbytes for n in self._tiers}
+        return {"routing": per["routing_keys"], "content": per["content_k"] + per["content_v"]}
+
+    # -- documents -------------------------------------------------------------------------------
+    def slot_of(self, doc_id: str) -> int:
+        try:
+            return self.doc_ids.index(str(doc_id))
+        except ValueError:
+            raise BankError(f"document {doc_id!r} is not in the bank") from None
+
+    def live_slots(self) -> list[int]:
+        return [i for i, d in enumerate(self.doc_ids) if d is not None]
+
+    def _reserve(self, n_chunks: int):
+        need = self._num_chunks + n_chunks
+        have = self._chunk_doc.shape[0]
+        if need <= have:
+            return
+        cap = _bucket(need, 256)
+        for name, arr in self._tiers.items():
+            grown = np.zeros(self.spec.chunk_shape(cap), arr.dtype)
+            grown[:, :self._num_chunks] = arr[:, :self._num_chunks]
+            self._tiers[name] = grown
+        chunk_doc = np.full(cap, -1, np.int32)
+        chunk_doc[:self._num_chunks] = self._chunk_doc[:self._num_chunks]
+        self._chunk_doc = chunk_doc
+
+    def append(self, ids: Sequence[str], tokens: Sequence[Sequence[int]],
+               texts: Sequence[str | None], num_chunks: Sequence[int], routing_keys: np.ndarray,
+               content_k: np.ndarray, content_v: np.ndarray):
+        """Append encoded documents: their pooled chunks [R, sum(num_chunks), K, H], in order."""
+        live = {d for d in self.doc_ids if d is not None}
+        for i in ids:
+            if str(i) in live:
+                raise BankError(f"document id {i!r} is already in the bank")
+            live.add(str(i))
+        total = int(sum(num_chunks))
+        for name, arr in (("routing_keys", routing_keys), ("content_k", content_k),
+                          ("content_v", content_v)):
+            if arr.shape != self.spec.chunk_shape(total):
+                raise BankError(f"{name} has shape {arr.shape}, expected "
+                                   f"{self.spec.chunk_shape(total)}")
+        self._reserve(total)
+        at = self._num_chunks
+        for name, arr in (("routing_keys", routing_keys), ("content_k", content_k),
+                          ("content_v", content_v)):
+            self._tiers[name][:, at:at + total] = arr
+        for doc_id, toks, text, n in zip(ids, tokens, texts, num_chunks):
+            slot = len(self.doc_ids)
+            self._chunk_doc[at:at + n] = slot
+            self.doc_chunk_offset.append(at)
+            self.doc_num_chunks.append(int(n))
+            self.doc_ids.append(str(doc_id))
+            self.doc_tokens.append(tuple(int(t) for t in toks))
+            self.doc_texts.append(text)
+            at += n
+        self._num_chunks = at
+        self._view_cache.clear()
+
+    def delete(self, doc_ids: Iterable[str]):
+        """Remove documents; nothing else is re-encoded."""
+        slots = [self.slot_of(d) for d in doc_ids]
+        for s in slots:
+            off, n = self.doc_chunk_offset[s], self.doc_num_chunks[s]
+            self._chunk_doc[off:off + n] = -1
+            for arr in self._tiers.values():
+                arr[:, off:off + n] = 0
+            self.doc_ids[s] = self.doc_tokens[s] = self.doc_texts[s] = None
+            self.doc_num_chunks[s] = 0
+        while self.doc_ids and self.doc_ids[-1] is None:  # trim trailing tombstones
+            self._num_chunks = self.doc_chunk_offset.pop()
+            for lst in (self.doc_num_chunks, self.doc_ids, self.doc_tokens, self.doc_texts):
+                lst.pop()
+        self._view_cache.clear()
+
+    def compact(self):
+        """Drop tombstoned slots (renumbers slots; document ids are unchanged)."""
+        keep = self.live_slots()
+        chunks = np.concatenate([np.arange(self.doc_chunk_offset[s],
+                                           self.doc_chunk_offset[s] + self.doc_num_chunks[s])
+                                 for s in keep]) if keep else np.zeros(0, np.int64)
+        tiers = {n: self.tier(n)[:, chunks] for n in self._tiers}
+        ids = [self.doc_ids[s] for s in keep]
+        toks = [self.doc_tokens[s] for s in keep]
+        texts = [self.doc_texts[s] for s in keep]
+        counts = [self.doc_num_chunks[s] for s in keep]
+        fresh = MemoryBank(self.spec, self.prefix_k, self.prefix_v)
+        fresh.append(ids, toks, texts, counts, tiers["routing_keys"], tiers["content_k"],
+                     tiers["content_v"])
+        self.__dict__.update(fresh.__dict__)
+
+    # -- device view -----------------------------------------------------------------------------
+    def view(self, put=None) -> MemoryView:
+        """The arrays stage 2 reads, padded to power-of-two capacities, on device.
+
+        `put(name, array)` places each array (default: `jax.device_put` on the default device);
+        memory-parallel placement (msa_jax.memory.parallel) passes its own.
+        """
+        key = id(put)
+        if key in self._view_cache:
+            return self._view_cache[key]
+        put = put or (lambda name, x: jax.device_put(x))
+        c_cap = _bucket(self._num_chunks, 1024)
+        m_cap = _bucket(self.num_slots, 64)
+        tiers = {}
+        for name in self._tiers:
+            arr = np.zeros(self.spec.chunk_shape(c_cap), self._tiers[name].dtype)
+            arr[:, :self._num_chunks] = self.tier(name)
+            tiers[name] = put(name, arr)
+        chunk_doc = np.full(c_cap, -1, np.int32)
+        chunk_doc[:self._num_chunks] = self.chunk_doc
+        offset = np.zeros(m_cap, np.int32)
+        offset[:self.num_slots] = self.doc_chunk_offset
+        count = np.zeros(m_cap, np.int32)
+        count[:self.num_slots] = self.doc_num_chunks
+        longest = max(self.doc_num_chunks, default=1)
+        view = MemoryView(tiers["routing_keys"], tiers["content_k"], tiers["content_v"],
+                          put("chunk_doc", chunk_doc), put("doc_chunk_offset", offset),
+                          put("doc_num_chunks", count), max_doc_chunks=_bucket(longest, 1))
+        self._view_cache[key] = view
+        return view
+
+    def __repr__(self):
+        return (f"MemoryBank({self.num_docs} documents, {self.num_tokens} tokens, "
+                f"{self.num_chunks} chunks x {self.spec.num_router_layers} router layers, "
+                f"{self.spec.dtype})")

@@ -1,0 +1,149 @@
+"""Stage-1 encoding of a corpus into a memory bank, streamed block by block and resumable.
+
+Peak memory is bounded by the block size (one block is on the device at a time), not by the
+corpus. With a `journal` directory every finished block is committed atomically to disk; an
+interrupted encoding resumes from the last committed block and loses nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import time
+from typing import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from msa_jax.config import ModelConfig
+from msa_jax.memory.bank import BankError, BankSpec, MemoryBank
+from msa_jax.memory.fingerprint import model_fingerprint
+from msa_jax.memory.layout import (Block, auto_block_tokens, make_block, max_block_chunks,
+                                   plan_blocks)
+from msa_jax.model.encode import encode_block, encode_prefix
+from msa_jax.utils import atomic_write_bytes, progress
+
+
+@dataclasses.dataclass(frozen=True)
+class DocInput:
+    """A document to encode: its id, token ids, and the text re-injected by Memory Interleave."""
+
+    id: str
+    tokens: tuple[int, ...]
+    text: str | None = None
+
+
+def new_bank(cfg: ModelConfig, params, dtype: str | None = None) -> MemoryBank:
+    """An empty bank for this model (the prefix K/V encoded once)."""
+    if not cfg.is_msa:
+        raise BankError("this model has no MSA config (router layers): it cannot encode memory")
+    spec = BankSpec(model_fingerprint(cfg, params), len(cfg.msa.router_layers),
+                    cfg.num_kv_heads, cfg.head_dim, cfg.msa.pooling_size, dtype or cfg.dtype)
+    pk, pv = encode_prefix(cfg, params)
+    return MemoryBank(spec, np.asarray(pk), np.asarray(pv))
+
+
+def _validate(docs: Sequence[DocInput]):
+    if not docs:
+        raise BankError("no documents to encode (empty corpus)")
+    seen: dict[str, int] = {}
+    for i, d in enumerate(docs):
+        if not d.tokens:
+            raise BankError(f"document {d.id!r} (#{i}) is empty")
+        if d.id in seen:
+            raise BankError(f"document id {d.id!r} appears twice (#{seen[d.id]} and #{i})")
+        seen[d.id] = i
+
+
+def _plan_key(spec: BankSpec, docs: Sequence[DocInput], block_tokens: int) -> str:
+    h = hashlib.sha256(f"{spec.fingerprint}|{spec.dtype}|{block_tokens}".encode())
+    for d in docs:
+        h.update(f"{d.id}:{len(d.tokens)};".encode())
+        h.update(np.asarray(d.tokens, np.int64).tobytes())
+    return h.hexdigest()
+
+
+class _Journal:
+    """block_{i}.npz files in a directory, each committed atomically; plan.json guards reuse."""
+
+    def __init__(self, directory: str | None, key: str):
+        self.dir = directory
+        if directory is None:
+            return
+        os.makedirs(directory, exist_ok=True)
+        plan = os.path.join(directory, "plan.json")
+        if os.path.exists(plan):
+            with open(plan, encoding="utf-8") as f:
+                old = json.load(f).get("key")
+            if old != key:
+                raise BankError(f"journal {directory} belongs to another encoding (different "
+                                f"corpus, model or block size); remove it or use another")
+        else:
+            atomic_write_bytes(plan, json.dumps({"key": key}).encode())
+
+    def _path(self, i: int) -> str:
+        return os.path.join(self.dir, f"block_{i:06d}.npz")
+
+    def load(self, i: int):
+        if self.dir is None or not os.path.exists(self._path(i)):
+            return None
+        with np.load(self._path(i)) as z:
+            return {k: z[k] for k in z.files}
+
+    def commit(self, i: int, arrays: dict):
+        if self.dir is not None:
+            buf = io.BytesIO()
+            np.savez(buf, **arrays)
+            atomic_write_bytes(self._path(i), buf.getvalue())
+
+
+def _encode_one(cfg: ModelConfig, params, block: Block, num_chunks: int, dtype) -> dict:
+    row = lambda x: jnp.asarray(x)[None]  # noqa: E731  [L] -> [1, L]
+    pooled, _ = encode_block(cfg, params, row(block.tokens), row(block.positions),
+                             row(block.segment_ids), row(block.chunk_ids), num_chunks)
+    n = block.num_chunks
+    return {name: np.asarray(getattr(pooled, name)[:, :n]).astype(dtype)
+            for name in ("routing_keys", "keys", "values")}
+
+
+def encode_documents(cfg: ModelConfig, params, docs: Sequence[DocInput], *,
+                     bank: MemoryBank | None = None, block_tokens: int | None = None,
+                     journal: str | None = None, show_progress: bool = True,
+                     dtype: str | None = None) -> MemoryBank:
+    """Encode `docs` and append them to `bank` (a new bank if None). Returns the bank.
+
+    block_tokens: tokens per stage-1 block (default: 4096, or the longest document rounded up to
+    a power of two). A document longer than an explicit block_tokens is an error.
+    """
+    _validate(docs)
+    bank = bank or new_bank(cfg, params, dtype)
+    if bank.spec.fingerprint != model_fingerprint(cfg, params):
+        raise BankError("this bank was encoded by a different model (fingerprint "
+                        f"{bank.spec.fingerprint}); encode into a new bank")
+    pool = cfg.msa.pooling_size
+    lengths = [len(d.tokens) for d in docs]
+    block_tokens = block_tokens or auto_block_tokens(lengths, pool)
+    plan = plan_blocks(lengths, block_tokens)
+    num_chunks = max_block_chunks(lengths, plan, pool)
+    np_dtype = np.dtype(jnp.dtype(bank.spec.dtype))
+    log = _Journal(journal, _plan_key(bank.spec, docs, block_tokens))
+    bar = progress(total=sum(lengths), unit="tok", unit_scale=True, desc="encode memory",
+                   enabled=show_progress)
+    start = time.perf_counter()
+    for i, (first, n) in enumerate(plan):
+        part = docs[first:first + n]
+        block = make_block([d.tokens for d in part], first, block_tokens, pool)
+        arrays = log.load(i)
+        if arrays is None:
+            arrays = _encode_one(cfg, params, block, num_chunks, np_dtype)
+            log.commit(i, arrays)
+        bank.append([d.id for d in part], [d.tokens for d in part], [d.text for d in part],
+                    block.doc_num_chunks, arrays["routing_keys"], arrays["keys"],
+                    arrays["values"])
+        bar.update(block.num_tokens)
+    bar.close()
+    bank.last_encode_seconds = time.perf_counter() - start
+    return bank

@@ -1,0 +1,100 @@
+"""Packing documents into stage-1 blocks (docs/msa.md §3).
+
+Documents are taken in order and packed into blocks of at most `block_tokens` tokens; a block never
+splits a document. Each block becomes fixed-shape arrays (one compiled encoder for all blocks):
+tokens, document-wise positions, segment ids (the document's index inside the block, -1 = padding)
+and chunk ids (which pooled chunk of the block each token averages into).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import numpy as np
+
+
+class LayoutError(ValueError):
+    """Documents that cannot be packed as asked."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    first_doc: int  # index of the block's first document in the corpus
+    num_docs: int
+    tokens: np.ndarray  # [L] int32
+    positions: np.ndarray  # [L] int32, restarting at 0 per document
+    segment_ids: np.ndarray  # [L] int32, document index inside the block, -1 = pad
+    chunk_ids: np.ndarray  # [L] int32, chunk index inside the block, -1 = pad
+    doc_num_chunks: np.ndarray  # [num_docs] int32
+    doc_num_tokens: np.ndarray  # [num_docs] int32
+
+    @property
+    def num_chunks(self) -> int:
+        return int(self.doc_num_chunks.sum())
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.doc_num_tokens.sum())
+
+
+def num_chunks(length: int, pool: int) -> int:
+    return -(-length // pool)
+
+
+def plan_blocks(lengths: Sequence[int], block_tokens: int) -> list[tuple[int, int]]:
+    """[(first_doc, num_docs)] packing documents in order, a block <= block_tokens tokens."""
+    plan: list[tuple[int, int]] = []
+    start, used = 0, 0
+    for i, n in enumerate(lengths):
+        if n < 1:
+            raise LayoutError(f"document {i} is empty")
+        if n > block_tokens:
+            raise LayoutError(f"document {i} has {n} tokens, more than a block of {block_tokens} "
+                              f"(raise block_tokens, or split the document)")
+        if used + n > block_tokens:
+            plan.append((start, i - start))
+            start, used = i, 0
+        used += n
+    if lengths:
+        plan.append((start, len(lengths) - start))
+    return plan
+
+
+def auto_block_tokens(lengths: Sequence[int], pool: int, minimum: int = 4096) -> int:
+    """A block size (power of two, multiple of P) that holds the longest document."""
+    longest = max(lengths) if lengths else 1
+    size = max(minimum, pool, 1 << math.ceil(math.log2(max(longest, 1))))
+    return -(-size // pool) * pool
+
+
+def max_block_chunks(lengths: Sequence[int], plan: Sequence[tuple[int, int]], pool: int) -> int:
+    """The most chunks any block of the plan has, rounded up to a multiple of 64."""
+    most = max((sum(num_chunks(lengths[i], pool) for i in range(s, s + n)) for s, n in plan),
+               default=1)
+    return -(-most // 64) * 64
+
+
+def make_block(docs: Sequence[Sequence[int]], first_doc: int, block_tokens: int,
+               pool: int) -> Block:
+    """Pack `docs` (token-id sequences) into one padded block."""
+    tokens = np.zeros(block_tokens, np.int32)
+    positions = np.zeros(block_tokens, np.int32)
+    segment = np.full(block_tokens, -1, np.int32)
+    chunk = np.full(block_tokens, -1, np.int32)
+    counts, lengths = [], []
+    at, chunk_at = 0, 0
+    for j, doc in enumerate(docs):
+        n = len(doc)
+        pos = np.arange(n, dtype=np.int32)
+        tokens[at:at + n] = doc
+        positions[at:at + n] = pos
+        segment[at:at + n] = j
+        chunk[at:at + n] = chunk_at + pos // pool
+        counts.append(num_chunks(n, pool))
+        lengths.append(n)
+        at += n
+        chunk_at += counts[-1]
+    return Block(first_doc, len(docs), tokens, positions, segment, chunk,
+                 np.asarray(counts, np.int32), np.asarray(lengths, np.int32))

@@ -1,0 +1,119 @@
+"""Stage 2 (docs/msa.md §4): prefill a question against the memory.
+
+In every router layer the routing queries score the routing tier, the top-k documents are
+selected (per layer), their pooled chunks are fetched from the content tier, and the layer's
+queries attend to [prefix ; selected chunks ; own tokens (causal)]. Non-router layers attend to
+[prefix ; own tokens]. The chunks chosen here stay in the cache for decoding.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from msa_jax.config import ModelConfig
+from msa_jax.model.cache import KVCache, MemoryKV, empty_cache
+from msa_jax.model.decode import forward_step
+from msa_jax.model.router import document_scores, select_documents, selected_chunks
+from msa_jax.model.transformer import Projections
+
+Array = jax.Array
+
+
+@flax.struct.dataclass
+class MemoryView:
+    """The arrays of a memory bank stage 2 reads (R router layers, C chunk slots, M doc slots).
+
+    routing_keys [R, C, K, H] is the routing tier (on the accelerator); content_k/content_v
+    [R, C, K, H] the content tier (may live in host memory: see `fetch`).
+    chunk_doc [C] int32 (-1: empty slot); doc_chunk_offset, doc_num_chunks [M] int32.
+    """
+
+    routing_keys: Array
+    content_k: Array
+    content_v: Array
+    chunk_doc: Array
+    doc_chunk_offset: Array
+    doc_num_chunks: Array
+    max_doc_chunks: int = flax.struct.field(pytree_node=False)
+
+    @property
+    def num_docs(self) -> int:
+        return self.doc_chunk_offset.shape[0]
+
+
+@flax.struct.dataclass
+class RoutingInfo:
+    """One router layer's choice: doc_ids, scores, valid [B, k]; doc_scores [B, M] or None."""
+
+    doc_ids: Array
+    scores: Array
+    valid: Array
+    doc_scores: Array | None = None
+
+
+# score(r, qr [B,T,N,H], routing_mask [B,T]) -> doc scores [B, M]
+ScoreFn = Callable[[int, Array, Array], Array]
+# fetch(r, chunk_idx [B, S]) -> (k, v) [B, S, K, H] on the device running attention
+FetchFn = Callable[[int, Array], tuple[Array, Array]]
+
+
+def local_score(cfg: ModelConfig, memory: MemoryView) -> ScoreFn:
+    def score(r: int, qr: Array, routing_mask: Array) -> Array:
+        return document_scores(cfg, qr, routing_mask, memory.routing_keys[r], memory.chunk_doc,
+                               memory.num_docs, cfg.msa.inference_cosine)
+    return score
+
+
+def local_fetch(memory: MemoryView) -> FetchFn:
+    def fetch(r: int, chunk_idx: Array):
+        return memory.content_k[r][chunk_idx], memory.content_v[r][chunk_idx]
+    return fetch
+
+
+def make_route(cfg: ModelConfig, memory: MemoryView, routing_mask: Array, score: ScoreFn,
+               fetch: FetchFn, keep_doc_scores: bool = False):
+    """The `route` hook of forward_step for stage 2."""
+
+    def route(layer: int, p: Projections):
+        r = cfg.msa.router_index(layer)
+        doc_scores = score(r, p.qr, routing_mask)  # [B, M]
+        ids, scores, valid = select_documents(doc_scores, cfg.msa.top_k_docs)
+        chunk_idx, chunk_valid = selected_chunks(ids, valid, memory.doc_chunk_offset,
+                                                 memory.doc_num_chunks, memory.max_doc_chunks)
+        k, v = fetch(r, chunk_idx)  # [B, k * Cd, K, H]
+        info = RoutingInfo(ids, scores, valid, doc_scores if keep_doc_scores else None)
+        return MemoryKV(k.astype(cfg.dtype), v.astype(cfg.dtype), chunk_valid), info
+
+    return route
+
+
+def prefix_cache(cfg: ModelConfig, prefix_k: Array, prefix_v: Array, batch: int,
+                 capacity: int) -> KVCache:
+    """An empty cache whose first Pf slots hold the prefix (time -1: visible to every query)."""
+    pf = prefix_k.shape[1]
+    cache = empty_cache(cfg, batch, capacity)
+    layers = tuple(
+        layer.replace(k=layer.k.at[:, :pf].set(prefix_k[i].astype(layer.k.dtype)),
+                      v=layer.v.at[:, :pf].set(prefix_v[i].astype(layer.v.dtype)))
+        for i, layer in enumerate(cache.layers))
+    return KVCache(layers, cache.time.at[:, :pf].set(-1), jnp.asarray(pf, jnp.int32))
+
+
+def prefill_with_memory(cfg: ModelConfig, params, memory: MemoryView, cache: KVCache,
+                        tokens: Array, positions: Array, k_time: Array, q_time: Array,
+                        routing_mask: Array, score: ScoreFn | None = None,
+                        fetch: FetchFn | None = None, keep_doc_scores: bool = False,
+                        collect_hidden: bool = False):
+    """Stage-2 prefill. tokens, positions, k_time, q_time, routing_mask [B, T].
+
+    Returns (hidden [B, T, D], cache (with each router layer's memory), (routing info per layer,
+    hidden states or None)).
+    """
+    route = make_route(cfg, memory, routing_mask, score or local_score(cfg, memory),
+                       fetch or local_fetch(memory), keep_doc_scores)
+    return forward_step(cfg, params, cache, tokens, positions, k_time, q_time, route=route,
+                        collect_hidden=collect_hidden)

@@ -1,0 +1,109 @@
+"""The training forward (docs/msa.md §6), sharing the layers with inference.
+
+A sample packs [template head | documents | question | template tail | response]. Document tokens
+attend within their own document (document-wise causal attention, document-wise positions). The
+other tokens ("active": doc role < 1) attend causally to each other; in router layers they also
+attend to the pooled chunks of the top-k documents the question selects (cosine routing, hard
+top-k), placed where the documents stand: after the template head, before the question.
+The router projections get no gradient through top-k; they learn from the auxiliary loss on the
+returned document scores.
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from kernels_pallas import INVALID_TIME, document_attention, sparse_memory_attention
+from msa_jax.config import ModelConfig
+from msa_jax.model.decode import kernel_kwargs
+from msa_jax.model.pooling import document_chunk_ids, pool_chunks
+from msa_jax.model.router import document_scores, select_documents
+from msa_jax.model.transformer import Projections, Transformer
+
+Array = jax.Array
+
+
+@flax.struct.dataclass
+class TrainBatch:
+    """tokens, positions, roles, mask, labels [B, L] int32; doc_labels [B, M] (1 = relevant).
+
+    roles: > 0 the token's document (1..M within the sample), 0 question (routing query) or pad,
+    -1 response / other active tokens, -2 template. labels: -100 where no loss is taken.
+    """
+
+    tokens: Array
+    positions: Array
+    roles: Array
+    mask: Array
+    labels: Array
+    doc_labels: Array
+
+
+@flax.struct.dataclass
+class TrainOutputs:
+    hidden: Array  # [B, L, D] final-normed
+    doc_scores: tuple[Array, ...]  # per router layer [B, M + 1]; column 0 and absent docs -inf
+    selected: tuple[Array, ...]  # per router layer [B, k] selected in-sample doc ids
+
+
+def _doc_layout(roles: Array, mask: Array, pool: int, num_docs: int):
+    """Per-sample chunk offsets of documents 1..M and chunk -> document map.
+
+    Returns chunk_offset [B, M + 1], chunk_doc [B, C] (-1 unused), with C = L // P + M.
+    """
+    b, length = roles.shape
+    docs = jnp.arange(num_docs + 1)  # [M + 1]
+    is_doc = (roles[:, :, None] == docs) & (roles[:, :, None] > 0) & (mask[:, :, None] > 0)
+    n_tokens = is_doc.sum(1)  # [B, M + 1]
+    n_chunks = -(-n_tokens // pool)
+    offset = jnp.cumsum(n_chunks, axis=1) - n_chunks  # [B, M + 1]
+    c = length // pool + num_docs
+    slot = jnp.arange(c)  # [C]
+    in_doc = (slot[None, None, :] >= offset[..., None]) & \
+             (slot[None, None, :] < (offset + n_chunks)[..., None])  # [B, M + 1, C]
+    chunk_doc = jnp.where(in_doc.any(1), jnp.argmax(in_doc, axis=1), -1)
+    return offset, chunk_doc.astype(jnp.int32), c
+
+
+def train_forward(cfg: ModelConfig, params, batch: TrainBatch, num_docs: int) -> TrainOutputs:
+    """num_docs: M, the most documents a sample of the batch holds (static)."""
+    msa = cfg.msa
+    roles, mask = batch.roles, batch.mask
+    b, length = roles.shape
+    segment = jnp.where(mask > 0, jnp.maximum(roles, 0), -1)  # 0 = active, d = document d
+    active = segment == 0
+    seq = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length))
+    local_time = jnp.where(active, seq, INVALID_TIME)
+    first_doc = jnp.argmax((roles > 0) & (mask > 0), axis=1).astype(jnp.int32)  # mem_time [B]
+    routing_mask = (roles == 0) & (mask > 0)
+    offset, chunk_doc, c = _doc_layout(roles, mask, msa.pooling_size, num_docs)
+    chunk_ids = jax.vmap(document_chunk_ids, in_axes=(0, 0, None, 0))(
+        jnp.where(roles > 0, roles, -1)[:, None], batch.positions[:, None], msa.pooling_size,
+        offset)[:, 0]  # [B, L]
+    kw = kernel_kwargs(cfg)
+
+    def attend(i: int, p: Projections):
+        o = document_attention(p.q, p.k, p.v, segment, **kw)  # [B, L, N, H]
+        if not cfg.is_router_layer(i):
+            return o, None
+        pool = jax.vmap(lambda x, ids: pool_chunks(x[None], ids[None], c))
+        kr, k, v = pool(p.kr, chunk_ids), pool(p.k, chunk_ids), pool(p.v, chunk_ids)  # [B,C,K,H]
+        scores = jax.vmap(lambda qr, m, keys, cd: document_scores(
+            cfg, qr[None], m[None], keys, cd, num_docs + 1, msa.training_cosine)[0])(
+            p.qr, routing_mask, kr, chunk_doc)  # [B, M + 1]
+        ids, _, valid = select_documents(scores, msa.top_k_docs)  # [B, k]
+        chosen = (chunk_doc[:, :, None] == jnp.where(valid, ids, -2)[:, None, :]).any(-1)
+        kh, h = k.shape[2:]
+        mem = dict(mem_k=k.reshape(b * c, kh, h).astype(p.k.dtype),
+                   mem_v=v.reshape(b * c, kh, h).astype(p.v.dtype),
+                   mem_idx=jnp.arange(b * c, dtype=jnp.int32).reshape(b, c),
+                   mem_valid=chosen & (chunk_doc >= 0), mem_time=first_doc)
+        o_active = sparse_memory_attention(p.q, seq, p.k, p.v, local_time, **mem, **kw)
+        return jnp.where(active[..., None, None], o_active, o), (scores, ids)
+
+    h, extras, _ = Transformer(cfg).apply({"params": params}, batch.tokens, batch.positions,
+                                          attend)
+    routed = [e for e in extras if e is not None]
+    return TrainOutputs(h, tuple(e[0] for e in routed), tuple(e[1] for e in routed))
