@@ -246,6 +246,8 @@ class ModelConfig:
             msa = MSAConfig.from_hf(d["msa_config"], n_layers, **overrides.pop("msa_overrides", {}))
         overrides.pop("msa_overrides", None)
         eos = d.get("eos_token_id")
+        stored = d.get("dtype") or d.get("torch_dtype")  # transformers 5.x / 4.x
+        stored = stored if stored in ("float32", "bfloat16", "float16") else "float32"
         kwargs = dict(
             vocab_size=int(d["vocab_size"]),
             hidden_size=int(d["hidden_size"]),
@@ -262,6 +264,8 @@ class ModelConfig:
             bos_token_id=d.get("bos_token_id"),
             eos_token_id=tuple(eos) if isinstance(eos, list) else eos,
             msa=msa,
+            dtype=stored,
+            param_dtype=stored,
         )
         kwargs.update(overrides)
         return cls(**kwargs)

@@ -29,8 +29,8 @@ import operator
 import os
 from typing import Any, Iterable, Iterator
 
-from msa_jax.data.records import CorpusError, IdRegistry, as_id, iter_file_records, pick
-from msa_jax.data.records import require_exists
+from msa_jax.data.records import (CorpusError, IdRegistry, as_id, decode_utf8, iter_file_records,
+                                  pick, require_exists)
 
 TEXT_KEYS = ("text", "contents", "content")
 TOKEN_KEYS = ("tokens", "input_ids")
@@ -155,11 +155,7 @@ def _iter_directory(root: str) -> Iterator[tuple[str, Document]]:
     for rel in _text_files(root):
         where = os.path.join(root, rel)
         with open(where, "rb") as f:
-            raw = f.read()
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as e:
-            raise CorpusError(f"{where}: not valid utf-8 ({e.reason} at byte {e.start})") from None
+            text = decode_utf8(f.read(), where)
         yield where, document_from_record(text, os.path.splitext(rel)[0], where)
 
 

@@ -2,7 +2,8 @@
 
 Every reader yields `(where, default_id, value)`: `where` names the file and the line, item or key
 ("docs.jsonl, line 4"), `default_id` is the id a record without its own gets (the 0-based record
-number, blank lines not counted, or the key of a dict) and `value` is the decoded record. Every problem raises `CorpusError` with the file and the position.
+number, blank lines not counted, or the key of a dict) and `value` is the decoded record. Every
+problem raises `CorpusError` with the file and the position.
 The JSONL reader streams one line at a time, so a corpus never has to fit in memory as text.
 """
 
@@ -20,15 +21,15 @@ JSONL_SUFFIXES = (".jsonl",)
 JSON_SUFFIXES = (".json",)
 PICKLE_SUFFIXES = (".pkl", ".pickle")
 
-# The only globals a memory pickle may name. Lists, dicts, strings and ints have their own pickle
-# opcodes and never reach `find_class`; these names are allowed only so that pickles written by
-# unusual picklers (e.g. `copyreg` rebuilding a list subclass as a plain list) still load.
+# The only globals a memory pickle may name. Plain lists, dicts, strings and ints have their own
+# pickle opcodes and never reach `find_class`; naming these constructors is harmless, so it is
+# allowed. Anything else (a class, `os.system`, numpy) is refused before it can be called.
 _SAFE_GLOBALS = frozenset({("builtins", "list"), ("builtins", "dict"), ("builtins", "str"),
                            ("builtins", "int")})
 
 
 class CorpusError(ValueError):
-    """A corpus, query or tokenizer file that cannot be read; the message names the place."""
+    """A corpus or query file (or record) that cannot be used; the message names the place."""
 
 
 def suffix(path: str) -> str:
@@ -41,16 +42,21 @@ def require_exists(path: str) -> None:
         raise CorpusError(f"{path}: no such file or directory")
 
 
+def decode_utf8(raw: bytes, where: str, *, bom: bool = True) -> str:
+    """`raw` as utf-8 text (a leading byte-order mark dropped if `bom`); errors name `where`."""
+    try:
+        return raw.decode("utf-8-sig" if bom else "utf-8")
+    except UnicodeDecodeError as e:
+        raise CorpusError(f"{where}: not valid utf-8 ({e.reason} at byte {e.start})") from None
+
+
 def iter_jsonl(path: str) -> Iterator[Record]:
     """One JSON value per non-blank line; decoded line by line (utf-8, a leading BOM allowed)."""
     index = 0
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             where = f"{path}, line {lineno}"
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as e:
-                raise CorpusError(f"{where}: not valid utf-8 ({e.reason} at byte {e.start})") from None
+            line = decode_utf8(raw, where, bom=lineno == 1)
             if not line.strip():
                 continue
             try:
@@ -66,13 +72,9 @@ def read_json(path: str) -> Any:
     with open(path, "rb") as f:
         raw = f.read()
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise CorpusError(f"{path}: not valid utf-8 ({e.reason} at byte {e.start})") from None
-    try:
-        return json.loads(text)
+        return json.loads(decode_utf8(raw, path))
     except json.JSONDecodeError as e:
-        hint = " (one JSON value per line belongs in a .jsonl file)" if e.msg == "Extra data" else ""
+        hint = " (a file of one JSON value per line must be named .jsonl)" * (e.msg == "Extra data")
         raise CorpusError(
             f"{path}, line {e.lineno}: malformed JSON: {e.msg} (column {e.colno}){hint}") from None
 
@@ -100,7 +102,8 @@ def read_pickle(path: str) -> Any:
 
 
 def iter_container(path: str, value: Any, *, allow_dict: bool) -> Iterator[Record]:
-    """Records of a JSON/pickle top-level value: list items (id = index) or dict entries (id = key)."""
+    """Records of a JSON/pickle top-level value: list items (id = index) or dict entries (id =
+    key)."""
     if isinstance(value, list):
         for i, item in enumerate(value):
             yield f"{path}, item {i}", str(i), item
@@ -110,7 +113,8 @@ def iter_container(path: str, value: Any, *, allow_dict: bool) -> Iterator[Recor
             yield where, as_id(key, where, "key"), item
     else:
         expected = "a list or a dict" if allow_dict else "a list"
-        raise CorpusError(f"{path}: expected {expected} at the top level, got {type(value).__name__}")
+        raise CorpusError(f"{path}: expected {expected} at the top level, "
+                          f"got {type(value).__name__}")
 
 
 def iter_file_records(path: str, *, allow_pickle: bool, allow_dict: bool) -> Iterator[Record]:

@@ -1,4 +1,4 @@
-"""Deterministic synthetic memory tasks for tests, demos and benchmarks (seeded numpy, no downloads).
+"""Deterministic synthetic memory tasks for tests, demos and benchmarks (seeded numpy; offline).
 
 - `make_corpus`: random documents of readable "facts", of words from a list, or of token ids.
 - `make_needle_task`: documents plus questions whose answer is stated in exactly one document
@@ -71,13 +71,14 @@ def _relation_fact(key: Sequence[int], other: str) -> str:
     return f"The {RELATIONS[rel]} of {_name(*person)} is {other}."
 
 
-def _unique_keys(rng: np.random.Generator, count: int, shape: tuple[int, ...], what: str):
-    """`count` distinct index tuples into `shape`, as a [count, len(shape)] array."""
+def _unique_keys(rng: np.random.Generator, count: int, shape: tuple[int, ...],
+                 what: str) -> list[list[int]]:
+    """`count` distinct index tuples into `shape` (lists of Python ints)."""
     space = int(np.prod(shape))
     if count > space:
         raise ValueError(f"{count} {what} facts requested but only {space} distinct ones exist")
     flat = rng.choice(space, size=count, replace=False)
-    return np.stack(np.unravel_index(flat, shape), axis=1)
+    return np.stack(np.unravel_index(flat, shape), axis=1).tolist()
 
 
 def _random_fact(rng: np.random.Generator) -> str:
@@ -91,8 +92,8 @@ def make_corpus(num_docs: int, doc_len_range: tuple[int, int] = (2, 6),
     """`num_docs` random documents.
 
     `vocab` picks the kind (and the unit of `doc_len_range`):
-    - None: text of built-in fact sentences ("The lucky boat of Lena K. Sato is amber."), lengths in
-      sentences;
+    - None: text of built-in fact sentences ("The lucky boat of Lena K. Sato is amber."),
+      lengths in sentences;
     - a sequence of words: text of space-separated words drawn from it, lengths in words;
     - a (low, high) pair of ints or a `range`: token ids drawn from [low, high), lengths in tokens.
     """
@@ -123,12 +124,12 @@ def make_needle_task(num_docs: int, num_queries: int, seed: int = 0, hops: int =
                      relation_fraction: float = 0.25) -> tuple[list[Document], list[Query]]:
     """Fact documents and questions over them.
 
-    Every fact subject ((adjective, noun, person) or (relation, person)) is stated once in the
+    Every fact subject, (adjective, noun, person) or (relation, person), is stated once in the
     whole corpus, so each answer has exactly one source.
-    - hops=1: "What is the lucky boat of Lena K. Sato?"; reference_ids = (the document stating it,).
-    - hops=2: "What is the lucky boat of the mentor of Bea T. Xu?"; one document says "The mentor
-      of Bea T. Xu is Lena K. Sato.", another states Lena K. Sato's lucky boat; reference_ids are both, in
-      chain order.
+    - hops=1: "What is the lucky boat of Lena K. Sato?"; reference_ids = (the stating document,).
+    - hops=2: "What is the lucky boat of the mentor of Bea T. Xu?"; one document says "The
+      mentor of Bea T. Xu is Lena K. Sato.", another states Lena K. Sato's lucky boat;
+      reference_ids are both, in chain order.
     Each needle sits in its own document (so num_queries * hops <= num_docs) at a random place
     among distractor facts; a fraction `relation_fraction` of distractors are relation facts.
     """
@@ -138,46 +139,40 @@ def make_needle_task(num_docs: int, num_queries: int, seed: int = 0, hops: int =
         raise ValueError(f"{num_queries} queries x {hops} hops need at least "
                          f"{num_queries * hops} documents, got {num_docs}")
     rng = np.random.default_rng(seed)
-    counts = _lengths(rng, num_docs, facts_per_doc)
+    counts = _lengths(rng, num_docs, facts_per_doc)  # facts per document
+    starts = np.cumsum(counts) - counts  # each document's first fact slot
+    total = int(counts.sum())
+    is_relation = rng.random(total) < relation_fraction
     needle_docs = rng.choice(num_docs, size=(num_queries, hops), replace=False)
-    # Slot kinds: True = relation fact. Needles: the first hop of a 2-hop chain is a relation.
-    kinds = [rng.random(int(n)) < relation_fraction for n in counts]
-    slots = [int(rng.integers(n)) for n in counts[needle_docs.reshape(-1)]]
-    for q in range(num_queries):
-        for h in range(hops):
-            doc = needle_docs[q, h]
-            kinds[doc][slots[q * hops + h]] = hops == 2 and h == 0
-    flat_kinds = np.concatenate(kinds)
-    attr_keys = iter(_unique_keys(rng, int((~flat_kinds).sum()), _ATTRIBUTE_SHAPE, "attribute"))
-    rel_keys = iter(_unique_keys(rng, int(flat_kinds.sum()), _RELATION_SHAPE, "relation"))
-    facts = [[None] * int(n) for n in counts]
-    keys = [[next(rel_keys) if k else next(attr_keys) for k in doc_kinds] for doc_kinds in kinds]
+    needle_slots = starts[needle_docs] + rng.integers(counts[needle_docs])  # [Q, hops]
+    is_relation[needle_slots] = False
+    if hops == 2:
+        is_relation[needle_slots[:, 0]] = True  # the first hop names the bridge person
+    num_relations = int(is_relation.sum())
+    attr_keys = iter(_unique_keys(rng, total - num_relations, _ATTRIBUTE_SHAPE, "attribute"))
+    rel_keys = iter(_unique_keys(rng, num_relations, _RELATION_SHAPE, "relation"))
+    kinds = is_relation.tolist()
+    keys = [next(rel_keys) if r else next(attr_keys) for r in kinds]
+    values = rng.integers(len(VALUES), size=total).tolist()
+    people = np.stack(np.unravel_index(rng.integers(int(np.prod(_PERSON_SHAPE)), size=total),
+                                       _PERSON_SHAPE), axis=1).tolist()
+    objects = [_name(*p) if r else VALUES[v] for r, v, p in zip(kinds, values, people)]
 
     queries = []
-    for q in range(num_queries):
-        value = VALUES[int(rng.integers(len(VALUES)))]
-        *docs, answer_doc = needle_docs[q]
-        key = keys[answer_doc][slots[q * hops + hops - 1]]
-        adj, noun, *person = (int(k) for k in key)
-        facts[answer_doc][slots[q * hops + hops - 1]] = _attribute_fact(key, value)
+    for q, (doc_row, slot_row) in enumerate(zip(needle_docs.tolist(), needle_slots.tolist())):
+        adj, noun, *person = keys[slot_row[-1]]
         subject = _name(*person)
         if hops == 2:
-            rel_key = keys[docs[0]][slots[q * hops]]
-            facts[docs[0]][slots[q * hops]] = _relation_fact(rel_key, subject)
-            subject = f"the {RELATIONS[rel_key[0]]} of {_name(*rel_key[1:])}"
+            objects[slot_row[0]] = subject  # "The mentor of X is {subject}."
+            rel, *first_person = keys[slot_row[0]]
+            subject = f"the {RELATIONS[rel]} of {_name(*first_person)}"
         question = f"What is the {ADJECTIVES[adj]} {NOUNS[noun]} of {subject}?"
-        refs = tuple(str(int(d)) for d in needle_docs[q])
-        queries.append(Query(str(q), question, refs, (value,)))
+        queries.append(Query(str(q), question, tuple(map(str, doc_row)), (objects[slot_row[-1]],)))
 
-    for doc_facts, doc_keys, doc_kinds in zip(facts, keys, kinds):
-        for j, fact in enumerate(doc_facts):
-            if fact is None:
-                if doc_kinds[j]:
-                    other = _name(*(int(rng.integers(n)) for n in _PERSON_SHAPE))
-                    doc_facts[j] = _relation_fact(doc_keys[j], other)
-                else:
-                    doc_facts[j] = _attribute_fact(doc_keys[j], VALUES[int(rng.integers(len(VALUES)))])
-    documents = [Document(str(i), text=" ".join(f)) for i, f in enumerate(facts)]
+    facts = [(_relation_fact if r else _attribute_fact)(k, o)
+             for r, k, o in zip(kinds, keys, objects)]
+    documents = [Document(str(i), text=" ".join(facts[s:s + n]))
+                 for i, (s, n) in enumerate(zip(starts.tolist(), counts.tolist()))]
     return documents, queries
 
 

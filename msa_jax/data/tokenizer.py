@@ -1,4 +1,4 @@
-"""Text <-> token ids without torch: a byte-level tokenizer and a wrapper of Hugging Face `tokenizers`.
+"""Text <-> token ids without torch: a byte-level tokenizer and a Hugging Face `tokenizers` wrapper.
 
 Both implement `Tokenizer`. User text is never scanned for special-token strings unless the
 caller asks (`allow_special=True`), so a document that happens to contain "<|im_end|>" cannot
@@ -98,8 +98,8 @@ class ByteTokenizer(Tokenizer):
     def __init__(self, specials: Sequence[str] = DEFAULT_SPECIALS):
         specials = tuple(specials)
         if not specials or not all(isinstance(s, str) and s for s in specials):
-            raise TokenizerError(f"specials must be non-empty strings (the first is the pad token), "
-                                 f"got {specials!r}")
+            raise TokenizerError("specials must be non-empty strings (the first is the pad "
+                                 f"token), got {specials!r}")
         if len(set(specials)) != len(specials):
             raise TokenizerError(f"specials has repeated strings: {specials!r}")
         self._specials = specials
@@ -233,10 +233,11 @@ class HFTokenizer(Tokenizer):
         return _check_id(token, self.vocab_size, "HFTokenizer")
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, **overrides) -> "HFTokenizer":
+    def from_file(cls, path: str | os.PathLike, *, pad_token: str | int | None = None,
+                  eos_tokens: Sequence[str | int] | None = None) -> "HFTokenizer":
         """From a `tokenizer.json` (or its folder).
 
-        The pad and eos tokens come from `overrides`, else from a `tokenizer_config.json`
+        The pad and eos tokens come from the arguments, else from a `tokenizer_config.json`
         (`pad_token`, `eos_token`) and `generation_config.json` (`eos_token_id`) beside it, else
         from the class defaults.
         """
@@ -252,7 +253,10 @@ class HFTokenizer(Tokenizer):
             raise TokenizerError(f"{path}: not a valid tokenizer.json ({e})") from None
         folder = os.path.dirname(path)
         settings = _hf_settings(folder)
-        settings.update(overrides)
+        if pad_token is not None:
+            settings["pad_token"] = pad_token
+        if eos_tokens is not None:
+            settings["eos_tokens"] = eos_tokens
         try:
             return cls(tok, **settings)
         except TokenizerError as e:
@@ -272,7 +276,8 @@ class HFTokenizer(Tokenizer):
     @property
     def pad_id(self) -> int:
         if self._pad_id is None:
-            raise TokenizerError("this tokenizer has no pad token; pass pad_token=... to HFTokenizer")
+            raise TokenizerError("this tokenizer has no pad token; "
+                                 "pass pad_token=... to HFTokenizer")
         return self._pad_id
 
     @property

@@ -62,10 +62,12 @@ def plan_blocks(lengths: Sequence[int], block_tokens: int) -> list[tuple[int, in
     return plan
 
 
-def auto_block_tokens(lengths: Sequence[int], pool: int, minimum: int = 4096) -> int:
-    """A block size (power of two, multiple of P) that holds the longest document."""
+def auto_block_tokens(lengths: Sequence[int], pool: int, target: int = 4096) -> int:
+    """A block size (power of two, multiple of P) that holds the longest document: `target`
+    tokens, less for a corpus smaller than that, more for a longer document."""
     longest = max(lengths) if lengths else 1
-    size = max(minimum, pool, 1 << math.ceil(math.log2(max(longest, 1))))
+    pow2 = lambda n: 1 << math.ceil(math.log2(max(n, 1)))  # noqa: E731
+    size = max(min(target, pow2(sum(lengths))), pool, pow2(longest))
     return -(-size // pool) * pool
 
 

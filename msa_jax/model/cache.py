@@ -72,3 +72,18 @@ def step_times(index: Array, mask: Array, bidirectional: bool = False) -> tuple[
     q_time = jnp.broadcast_to(slots, (b, t)).astype(jnp.int32)
     k_time = jnp.where(mask.astype(bool), q_time, INVALID_TIME).astype(jnp.int32)
     return k_time, q_time
+
+
+def grow_cache(cache: KVCache, extra: int) -> KVCache:
+    """The cache, with room for `extra` more slots after `index` (a padded copy if needed)."""
+    need = int(cache.index) + extra
+    if need <= cache.capacity:
+        return cache
+    pad = max(need, 2 * cache.capacity) - cache.capacity
+
+    def grow(x, fill=0):
+        widths = [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2)
+        return jnp.pad(x, widths, constant_values=fill)
+
+    layers = tuple(layer.replace(k=grow(layer.k), v=grow(layer.v)) for layer in cache.layers)
+    return cache.replace(layers=layers, time=grow(cache.time, INVALID_TIME))

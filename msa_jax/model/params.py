@@ -5,6 +5,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh
 
 from msa_jax import sharding
@@ -17,9 +18,14 @@ def _zero_attend(index, proj):
     return jnp.zeros_like(proj.q), None
 
 
+def _forward_and_head(module: Transformer, tokens, positions):
+    h, _, _ = module(tokens, positions, _zero_attend)
+    return module.logits(h)  # creates the untied LM head too
+
+
 def _boxed_init(cfg: ModelConfig, rng: jax.Array):
     tokens = jnp.zeros((1, 1), jnp.int32)
-    variables = Transformer(cfg).init(rng, tokens, tokens, _zero_attend)
+    variables = Transformer(cfg).init(rng, tokens, tokens, method=_forward_and_head)
     return variables["params"]
 
 
@@ -40,14 +46,32 @@ def param_shardings(cfg: ModelConfig, mesh: Mesh, rules=sharding.RULES):
                         logical_axes(cfg), is_leaf=lambda x: isinstance(x, tuple))
 
 
-def init_params(cfg: ModelConfig, rng: jax.Array | int = 0, mesh: Mesh | None = None):
-    """Random parameters (normal, std 0.02; norms 1). With a mesh, created sharded in place."""
-    if isinstance(rng, int):
-        rng = jax.random.key(rng)
-    init = lambda r: nn.unbox(_boxed_init(cfg, r))  # noqa: E731
-    if mesh is None:
-        return jax.jit(init)(rng)
-    return jax.jit(init, out_shardings=param_shardings(cfg, mesh))(rng)
+def _host_value(path, leaf: jax.ShapeDtypeStruct, cfg: ModelConfig, rng: np.random.Generator):
+    names = [getattr(k, "key", str(k)) for k in path]
+    if names[-1] == "scale":  # RMSNorm weights
+        return np.ones(leaf.shape, leaf.dtype)
+    std = cfg.msa.router_init_std if any(n.startswith("router_") for n in names) else 0.02
+    return rng.normal(0.0, std, leaf.shape).astype(leaf.dtype)
+
+
+def init_params(cfg: ModelConfig, seed: int = 0, mesh: Mesh | None = None, on_device: bool = False):
+    """Random parameters: projections and embeddings ~ N(0, 0.02) (router projections
+    N(0, router_init_std)), norms 1.
+
+    By default drawn with numpy on the host (no compilation: quick for tests and small models)
+    and placed on device, sharded over `mesh` if given. `on_device=True` draws them with JAX
+    inside a jit whose outputs are created already sharded (no host copy: for large models).
+    """
+    shardings = param_shardings(cfg, mesh) if mesh is not None else None
+    if on_device:
+        init = lambda r: nn.unbox(_boxed_init(cfg, r))  # noqa: E731
+        return jax.jit(init, out_shardings=shardings)(jax.random.key(seed))
+    rng = np.random.default_rng(seed)
+    host = jax.tree_util.tree_map_with_path(lambda p, x: _host_value(p, x, cfg, rng),
+                                            abstract_params(cfg))
+    if shardings is None:
+        return jax.tree.map(jnp.asarray, host)
+    return jax.tree.map(jax.device_put, host, shardings)
 
 
 def count_params(params) -> int:

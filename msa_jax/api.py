@@ -1,0 +1,242 @@
+"""The public model object: `msa_jax.from_pretrained(path)` -> MSAModel.
+
+    model = msa_jax.from_pretrained("ckpt/MSA-4B", dtype="bfloat16")
+    bank = model.encode_memory(["first document ...", "second ..."])
+    answer = model.ask("What does the second document say?", bank)
+    answer.text, answer.rounds[0].routing      # routed documents per router layer, with scores
+
+A plain Qwen3 checkpoint works too (`model(input_ids)`, `model.generate(...)`); pass `msa=MSAConfig(...)`
+to upgrade it to MSA (router projections initialised as the reference does).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from msa_jax.config import MSAConfig, ModelConfig
+from msa_jax.convert import load_pretrained, save_pretrained
+from msa_jax.data.corpus import Document
+from msa_jax.data.tokenizer import load_tokenizer
+from msa_jax.inference.generate import bucket, generate as generate_tokens
+from msa_jax.inference.interleave import Answer, PromptTemplate, memory_interleave, question_row
+from msa_jax.inference.memory_generate import (LayerChoice, QueryRow, append_block,
+                                               generate_from_memory)
+from msa_jax.inference.generate import sample_tokens
+from msa_jax.inference.sampling import Sampling
+from msa_jax.memory.bank import BankError, MemoryBank
+from msa_jax.memory.encoder import DocInput, encode_documents
+from msa_jax.memory.fingerprint import model_fingerprint
+from msa_jax.model.cache import empty_cache, grow_cache, step_times
+from msa_jax.model.decode import forward_step, logits_of
+from msa_jax.model.params import init_params
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "msa_tokenizer.json",
+                   "special_tokens_map.json", "vocab.json", "merges.txt")
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _logits(cfg: ModelConfig, params, tokens, positions):
+    b, t = tokens.shape
+    cache = empty_cache(cfg, b, t)
+    k_time, q_time = step_times(cache.index, jnp.ones_like(tokens))
+    h, _, _ = forward_step(cfg, params, cache, tokens, positions, k_time, q_time)
+    return logits_of(cfg, params, h)
+
+
+class MSAModel:
+    """A Qwen3 / MSA model: config, parameters (a plain pytree) and an optional tokenizer."""
+
+    def __init__(self, cfg: ModelConfig, params, tokenizer=None,
+                 template: PromptTemplate = PromptTemplate()):
+        self.cfg, self.params, self.tokenizer, self.template = cfg, params, tokenizer, template
+        self._fingerprint = None
+
+    # -- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str, dtype: str | None = None, msa: MSAConfig | None = None,
+                        **overrides: Any) -> "MSAModel":
+        """Load a Hugging Face Qwen3 or upstream MSA checkpoint directory (safetensors)."""
+        cfg, params = load_pretrained(path, dtype=dtype, msa=msa, **overrides)
+        try:
+            tokenizer = load_tokenizer(path)
+        except (FileNotFoundError, ValueError, ImportError):
+            tokenizer = None
+        return cls(cfg, params, tokenizer)
+
+    @classmethod
+    def random(cls, cfg: ModelConfig, seed: int = 0, tokenizer=None) -> "MSAModel":
+        return cls(cfg, init_params(cfg, seed), tokenizer)
+
+    def save_pretrained(self, path: str, overwrite: bool = False, dtype: str | None = None,
+                        source: str | None = None):
+        """Write a Hugging Face directory (atomically); tokenizer files are copied from `source`
+        or saved from the tokenizer when it can save itself."""
+        save_pretrained(path, self.cfg, self.params, dtype=dtype, overwrite=overwrite)
+        if source:
+            for name in TOKENIZER_FILES:
+                if os.path.exists(os.path.join(source, name)):
+                    shutil.copy(os.path.join(source, name), os.path.join(path, name))
+        elif self.tokenizer is not None and hasattr(self.tokenizer, "save"):
+            self.tokenizer.save(path)
+        return path
+
+    # -- plain language model ----------------------------------------------------------------------
+    def __call__(self, input_ids, positions=None) -> jax.Array:
+        """input_ids [B, T] (or [T]) -> logits [B, T, V] float32 (causal, no memory)."""
+        ids = jnp.asarray(input_ids, jnp.int32)
+        if ids.ndim == 1:
+            ids = ids[None]
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(ids.shape[1], dtype=jnp.int32), ids.shape)
+        return _logits(self.cfg, self.params, ids, jnp.asarray(positions, jnp.int32))
+
+    def _encode_text(self, text: str, allow_special: bool = False) -> list[int]:
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer: pass token ids instead of text")
+        return self.tokenizer.encode(text, allow_special=allow_special)
+
+    def generate(self, prompts, max_new_tokens: int = 32, temperature: float = 0.0,
+                 top_p: float = 1.0, seed: int = 0, eos_ids: Sequence[int] | None = None):
+        """Prompts (str, list of str, token ids or a list of them) -> continuations (same kind)."""
+        single = isinstance(prompts, str) or (len(prompts) > 0 and isinstance(prompts[0], int))
+        batch = [prompts] if single else list(prompts)
+        as_text = isinstance(batch[0], str)
+        ids = [self._encode_text(p) if as_text else list(p) for p in batch]
+        out = generate_tokens(self.cfg, self.params, ids, max_new_tokens,
+                              Sampling(temperature, top_p, seed), eos_ids)
+        if as_text:
+            out = [self.tokenizer.decode(o, skip_special=True) for o in out]
+        return out[0] if single else out
+
+    # -- memory ----------------------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.cfg, self.params)
+        return self._fingerprint
+
+    def _doc_inputs(self, docs) -> list[DocInput]:
+        if isinstance(docs, Mapping):
+            docs = [Document(str(k), text=v) for k, v in docs.items()]
+        out = []
+        for i, d in enumerate(docs):
+            if isinstance(d, DocInput):
+                out.append(d)
+                continue
+            if isinstance(d, str):
+                d = Document(str(i), text=d)
+            elif not isinstance(d, Document):
+                d = Document(str(i), tokens=tuple(int(t) for t in d))
+            if d.tokens is not None:
+                out.append(DocInput(d.id, tuple(d.tokens), d.text))
+            else:
+                wrapped = self.template.format_document(d.id, d.text)
+                out.append(DocInput(d.id, tuple(self._encode_text(wrapped, True)), d.text))
+        return out
+
+    def encode_memory(self, docs, bank: MemoryBank | None = None, block_tokens: int | None = None,
+                      journal: str | None = None, progress: bool = True,
+                      dtype: str | None = None) -> MemoryBank:
+        """Encode documents (texts, token-id lists, `Document`s, or {id: text}) into a bank
+        (a new one, or appended to `bank`). Text is wrapped as the reference does:
+        `<|im_start|>[{id}]. {text}[{id}]<|im_end|>`."""
+        return encode_documents(self.cfg, self.params, self._doc_inputs(docs), bank=bank,
+                                block_tokens=block_tokens, journal=journal,
+                                show_progress=progress, dtype=dtype)
+
+    def check_bank(self, bank: MemoryBank):
+        if bank.spec.fingerprint != self.fingerprint:
+            raise BankError(f"this bank was encoded by another model (fingerprint "
+                            f"{bank.spec.fingerprint}, this model {self.fingerprint})")
+        if bank.num_docs == 0:
+            raise BankError("the memory bank holds no documents")
+
+    def _choices(self, bank: MemoryBank, choices: list[LayerChoice]) -> list[LayerChoice]:
+        """Bank slots -> document ids."""
+        return [LayerChoice(c.layer, [bank.doc_ids[s] for s in c.slots], c.scores)
+                for c in choices]
+
+    def ask_tokens(self, rows: Sequence[QueryRow], bank: MemoryBank, max_new_tokens: int = 32,
+                   sampling: Sampling = Sampling(), stop_ids: Sequence[int] = (),
+                   placement=None):
+        """Token-level stage 2 + decode for a batch of query rows.
+        Returns (new tokens per row, routed documents per row and router layer)."""
+        self.check_bank(bank)
+        view, score, fetch = _placement_of(bank, placement)
+        new, pre = generate_from_memory(
+            self.cfg, self.params, view, jnp.asarray(bank.prefix_k), jnp.asarray(bank.prefix_v),
+            rows, max_new_tokens, sampling, stop_ids, score, fetch)
+        return new, [self._choices(bank, c) for c in pre.choices]
+
+    def ask(self, question: str, bank: MemoryBank, interleave: bool = True, max_rounds: int = 4,
+            max_new_tokens: int = 64, answer_tokens: int = 128, temperature: float = 0.0,
+            top_p: float = 1.0, seed: int = 0, placement=None) -> Answer:
+        """Answer a question from the memory. With `interleave`, Memory Interleave rounds
+        retrieve documents by id and re-inject their text before answering; without, one
+        routed prefill and the answer. `Answer.rounds[i].routing` lists, per router layer, the
+        documents chosen and their scores."""
+        if not question.strip():
+            raise ValueError("the question is empty")
+        self.check_bank(bank)
+        sampling = Sampling(temperature, top_p, seed)
+        if not interleave:
+            row = question_row(self.tokenizer, self.template, question, interleave=False)
+            stop = [self.tokenizer.token_id(self.template.answer_end)] \
+                if self.template.answer_end in self.tokenizer.special_tokens else []
+            new, choices = self.ask_tokens([row], bank, answer_tokens, sampling,
+                                           stop + list(self.tokenizer.eos_ids), placement)
+            text = self.tokenizer.decode(new[0], skip_special=True).strip()
+            return Answer(text, [], choices[0])
+        texts = {bank.doc_ids[s]: bank.doc_texts[s] or self.tokenizer.decode(bank.doc_tokens[s])
+                 for s in bank.live_slots()}
+        session = _InterleaveSession(self, bank, sampling, placement)
+        return memory_interleave(session, self.tokenizer, question, texts, self.template,
+                                 max_rounds, max_new_tokens, answer_tokens)
+
+
+class _InterleaveSession:
+    """RoundModel over an MSAModel and a bank; keeps the last round's cache for the answer."""
+
+    def __init__(self, model: MSAModel, bank: MemoryBank, sampling: Sampling, placement):
+        self.model, self.bank, self.sampling, self.placement = model, bank, sampling, placement
+        self.last = None  # (cache, next positions)
+
+    def retrieve_round(self, row: QueryRow, max_new_tokens: int, stop_ids: Sequence[int]):
+        m = self.model
+        view, score, fetch = _placement_of(self.bank, self.placement)
+        new, pre = generate_from_memory(
+            m.cfg, m.params, view, jnp.asarray(self.bank.prefix_k),
+            jnp.asarray(self.bank.prefix_v), [row], max_new_tokens, self.sampling, stop_ids,
+            score, fetch)
+        self.last = (pre.cache, pre.positions + len(new[0]))
+        return new[0], m._choices(self.bank, pre.choices[0])
+
+    def continue_round(self, block: Sequence[int], max_new_tokens: int,
+                       stop_ids: Sequence[int]):
+        m = self.model
+        cache, pos = self.last
+        cache = grow_cache(cache, len(block) + bucket(max_new_tokens, 8))
+        logits, cache, pos = append_block(m.cfg, m.params, cache, pos, [list(block)])
+        new, _ = sample_tokens(m.cfg, m.params, cache, logits, pos, max_new_tokens,
+                               self.sampling, stop_ids, m.cfg.pad_token_id or 0)
+        return new[0]
+
+
+def _placement_of(bank: MemoryBank, placement):
+    """(MemoryView, score fn, fetch fn) for a bank: single device, or a memory-parallel
+    placement (msa_jax.memory.parallel) that shards the tiers."""
+    if placement is None:
+        return bank.view(), None, None
+    return placement.view(bank), placement.score, placement.fetch
+
+
+def from_pretrained(path: str, dtype: str | None = None, msa: MSAConfig | None = None,
+                    **overrides: Any) -> MSAModel:
+    """Load a Hugging Face Qwen3 or upstream MSA checkpoint (see MSAModel.from_pretrained)."""
+    return MSAModel.from_pretrained(path, dtype=dtype, msa=msa, **overrides)

@@ -1,0 +1,147 @@
+"""Saving and loading memory banks (orbax for the arrays), with an integrity check.
+
+Layout of a bank directory (written atomically: a temporary directory renamed when complete):
+    bank.json        format version, spec (model fingerprint, shapes, dtype), counts
+    documents.jsonl  one line per document slot: id (null if deleted), chunk offset and count,
+                     tokens, text
+    arrays/          orbax checkpoint: tiers [R, C, K, H], chunk_doc [C], prefix K/V [L, Pf, K, H]
+    integrity.json   size and sha256 of every other file
+Loading verifies sizes always and checksums by default, so a truncated or swapped file is caught
+before use; a bank whose model fingerprint differs from the model using it is refused elsewhere
+(msa_jax.api).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+
+import jax
+import numpy as np
+
+from msa_jax.memory.bank import BankError, BankSpec, MemoryBank
+from msa_jax.utils import atomic_directory
+
+FORMAT_VERSION = 1
+_ARRAYS = ("routing_keys", "content_k", "content_v")
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _files(root: str) -> list[str]:
+    out = []
+    for d, _, names in os.walk(root):
+        out += [os.path.relpath(os.path.join(d, n), root) for n in names]
+    return sorted(p for p in out if p != "integrity.json")
+
+
+def _write_integrity(root: str):
+    table = {p: {"size": os.path.getsize(os.path.join(root, p)),
+                 "sha256": _sha256(os.path.join(root, p))} for p in _files(root)}
+    with open(os.path.join(root, "integrity.json"), "w", encoding="utf-8") as f:
+        json.dump(table, f, indent=1, sort_keys=True)
+
+
+def verify(root: str, checksums: bool = True):
+    """Raise BankError if a file of the bank is missing, truncated, extra or (with checksums)
+    altered."""
+    path = os.path.join(root, "integrity.json")
+    if not os.path.exists(path):
+        raise BankError(f"{root}: not a memory bank (no integrity.json)")
+    with open(path, encoding="utf-8") as f:
+        table = json.load(f)
+    present = set(_files(root))
+    missing = sorted(set(table) - present)
+    if missing:
+        raise BankError(f"{root}: missing files {missing[:5]}")
+    extra = sorted(present - set(table))
+    if extra:
+        raise BankError(f"{root}: files not written with this bank {extra[:5]}")
+    for rel, info in table.items():
+        full = os.path.join(root, rel)
+        size = os.path.getsize(full)
+        if size != info["size"]:
+            raise BankError(f"{root}: {rel} has {size} bytes, expected {info['size']} "
+                            f"(truncated or replaced)")
+        if checksums and _sha256(full) != info["sha256"]:
+            raise BankError(f"{root}: {rel} does not match its checksum (corrupt or replaced)")
+
+
+def _live_arrays(bank: MemoryBank) -> tuple[dict[str, np.ndarray], list[int]]:
+    """Tiers and chunk map of the live documents only (no copy when nothing was deleted)."""
+    live = bank.live_slots()
+    if len(live) == bank.num_slots:
+        chunks = slice(None)
+    else:
+        chunks = np.concatenate([np.arange(bank.doc_chunk_offset[s],
+                                           bank.doc_chunk_offset[s] + bank.doc_num_chunks[s])
+                                 for s in live]) if live else np.zeros(0, np.int64)
+    arrays = {name: np.ascontiguousarray(bank.tier(name)[:, chunks]) for name in _ARRAYS}
+    return arrays, live
+
+
+def save_bank(bank: MemoryBank, path: str, overwrite: bool = False) -> str:
+    """Write the bank's live documents (deleted slots are dropped) to `path`, atomically."""
+    import orbax.checkpoint as ocp
+
+    arrays, live = _live_arrays(bank)
+    arrays["prefix_k"], arrays["prefix_v"] = bank.prefix_k, bank.prefix_v
+    shapes = {k: list(v.shape) for k, v in arrays.items()}
+    nonempty = {k: v for k, v in arrays.items() if v.size}  # orbax refuses zero-size arrays
+    with atomic_directory(path, overwrite=overwrite) as tmp:
+        if nonempty:
+            ckpt = ocp.StandardCheckpointer()
+            ckpt.save(os.path.join(tmp, "arrays"), nonempty)
+            ckpt.wait_until_finished()
+        meta = {"format_version": FORMAT_VERSION, "spec": dataclasses.asdict(bank.spec),
+                "num_docs": len(live), "prefix_dtype": str(bank.prefix_k.dtype),
+                "shapes": shapes, "stored": sorted(nonempty)}
+        with open(os.path.join(tmp, "bank.json"), "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=1)
+        with open(os.path.join(tmp, "documents.jsonl"), "w", encoding="utf-8") as f:
+            for s in live:
+                f.write(json.dumps({"id": bank.doc_ids[s], "num_chunks": bank.doc_num_chunks[s],
+                                    "tokens": list(bank.doc_tokens[s]),
+                                    "text": bank.doc_texts[s]}) + "\n")
+        _write_integrity(tmp)
+    return path
+
+
+def load_bank(path: str, checksums: bool = True) -> MemoryBank:
+    """Read a bank written by `save_bank`, after checking its files (see `verify`)."""
+    import orbax.checkpoint as ocp
+
+    verify(path, checksums)
+    with open(os.path.join(path, "bank.json"), encoding="utf-8") as f:
+        meta = json.load(f)
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise BankError(f"{path}: bank format {meta.get('format_version')}, this version reads "
+                        f"{FORMAT_VERSION}")
+    spec = BankSpec(**meta["spec"])
+    arrays = {}
+    if meta["stored"]:
+        arrays = ocp.StandardCheckpointer().restore(os.path.join(path, "arrays"))
+    for name, shape in meta["shapes"].items():
+        dtype = meta["prefix_dtype"] if name.startswith("prefix") else spec.dtype
+        value = np.asarray(arrays[name]) if name in arrays else np.zeros(shape, dtype)
+        if list(value.shape) != shape:
+            raise BankError(f"{path}: array {name} has shape {value.shape}, bank.json says {shape}")
+        arrays[name] = value
+    with open(os.path.join(path, "documents.jsonl"), encoding="utf-8") as f:
+        docs = [json.loads(line) for line in f if line.strip()]
+    counts = [d["num_chunks"] for d in docs]
+    if len(docs) != meta["num_docs"] or sum(counts) != meta["shapes"]["routing_keys"][1]:
+        raise BankError(f"{path}: documents.jsonl ({len(docs)} documents, {sum(counts)} chunks) "
+                        f"does not match the arrays")
+    bank = MemoryBank(spec, arrays["prefix_k"], arrays["prefix_v"])
+    bank.append([d["id"] for d in docs], [d["tokens"] for d in docs], [d["text"] for d in docs],
+                counts, *(arrays[n] for n in _ARRAYS))
+    return bank

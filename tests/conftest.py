@@ -1,0 +1,32 @@
+"""Shared test setup: float32 matmuls at full precision, fake CPU devices, golden fixtures."""
+
+import os
+
+os.environ.setdefault("MSA_JAX_NO_PROGRESS", "1")
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def golden_dirs() -> list[str]:
+    """Every fixture folder under ../shared/golden (or $MSA_GOLDEN_ROOT) and in $MSA_GOLDEN_DIRS."""
+    root = os.environ.get("MSA_GOLDEN_ROOT", os.path.join(REPO, "..", "shared", "golden"))
+    found = []
+    if os.path.isdir(root):
+        found += [os.path.join(root, d) for d in sorted(os.listdir(root))
+                  if os.path.exists(os.path.join(root, d, "manifest.json"))]
+    for d in filter(None, os.environ.get("MSA_GOLDEN_DIRS", "").split(":")):
+        if not os.path.exists(os.path.join(d, "manifest.json")):
+            raise FileNotFoundError(f"MSA_GOLDEN_DIRS names {d}, which has no manifest.json")
+        found.append(d)
+    return [os.path.abspath(d) for d in dict.fromkeys(found)]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "torch: needs torch + transformers (reference parity)")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
