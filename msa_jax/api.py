@@ -168,10 +168,10 @@ class MSAModel:
         """Token-level stage 2 + decode for a batch of query rows.
         Returns (new tokens per row, routed documents per row and router layer)."""
         self.check_bank(bank)
-        view, score, fetch = _placement_of(bank, placement)
+        view, select, fetch = _placement_of(bank, placement)
         new, pre = generate_from_memory(
             self.cfg, self.params, view, jnp.asarray(bank.prefix_k), jnp.asarray(bank.prefix_v),
-            rows, max_new_tokens, sampling, stop_ids, score, fetch)
+            rows, max_new_tokens, sampling, stop_ids, select, fetch)
         return new, [self._choices(bank, c) for c in pre.choices]
 
     def ask(self, question: str, bank: MemoryBank, interleave: bool = True, max_rounds: int = 4,
@@ -209,11 +209,11 @@ class _InterleaveSession:
 
     def retrieve_round(self, row: QueryRow, max_new_tokens: int, stop_ids: Sequence[int]):
         m = self.model
-        view, score, fetch = _placement_of(self.bank, self.placement)
+        view, select, fetch = _placement_of(self.bank, self.placement)
         new, pre = generate_from_memory(
             m.cfg, m.params, view, jnp.asarray(self.bank.prefix_k),
             jnp.asarray(self.bank.prefix_v), [row], max_new_tokens, self.sampling, stop_ids,
-            score, fetch)
+            select, fetch)
         self.last = (pre.cache, pre.positions + len(new[0]))
         return new[0], m._choices(self.bank, pre.choices[0])
 
@@ -229,11 +229,11 @@ class _InterleaveSession:
 
 
 def _placement_of(bank: MemoryBank, placement):
-    """(MemoryView, score fn, fetch fn) for a bank: single device, or a memory-parallel
+    """(MemoryView, select fn, fetch fn) for a bank: single device, or a memory-parallel
     placement (msa_jax.memory.parallel) that shards the tiers."""
     if placement is None:
         return bank.view(), None, None
-    return placement.view(bank), placement.score, placement.fetch
+    return placement.view(bank), placement.select, placement.fetch
 
 
 def from_pretrained(path: str, dtype: str | None = None, msa: MSAConfig | None = None,

@@ -21,7 +21,7 @@ from msa_jax.inference.generate import bucket, left_pad, prompt_positions, sampl
 from msa_jax.inference.sampling import Sampling
 from msa_jax.model.cache import KVCache, step_times
 from msa_jax.model.decode import forward_step, logits_of
-from msa_jax.model.query import (FetchFn, MemoryView, ScoreFn, prefill_with_memory,
+from msa_jax.model.query import (FetchFn, MemoryView, SelectFn, prefill_with_memory,
                                  prefix_cache)
 
 Array = jax.Array
@@ -66,19 +66,19 @@ class PrefillResult:
     choices: list[list[LayerChoice]]  # [row][router layer]
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "score", "fetch"), donate_argnames=("cache",))
+@functools.partial(jax.jit, static_argnames=("cfg", "select", "fetch"), donate_argnames=("cache",))
 def _prefill(cfg: ModelConfig, params, memory: MemoryView, cache: KVCache, tokens, mask,
-             positions, routing_mask, score: ScoreFn | None = None, fetch: FetchFn | None = None):
+             positions, routing_mask, select: SelectFn | None = None, fetch: FetchFn | None = None):
     k_time, q_time = step_times(cache.index, mask)
     h, cache, (infos, _) = prefill_with_memory(cfg, params, memory, cache, tokens, positions,
-                                               k_time, q_time, routing_mask, score=score,
+                                               k_time, q_time, routing_mask, select=select,
                                                fetch=fetch)
     routed = [(info.doc_ids, info.scores, info.valid) for info in infos if info is not None]
     return logits_of(cfg, params, h[:, -1:])[:, 0], cache, positions[:, -1] + 1, routed
 
 
 def prefill_rows(cfg: ModelConfig, params, memory: MemoryView, prefix_k: Array, prefix_v: Array,
-                 rows: Sequence[QueryRow], extra_capacity: int, score: ScoreFn | None = None,
+                 rows: Sequence[QueryRow], extra_capacity: int, select: SelectFn | None = None,
                  fetch: FetchFn | None = None) -> PrefillResult:
     """Left-pad the rows, prefill them against the memory; leave `extra_capacity` cache slots."""
     if not any(r == ROUTING for row in rows for r in row.roles):
@@ -96,7 +96,7 @@ def prefill_rows(cfg: ModelConfig, params, memory: MemoryView, prefix_k: Array, 
     cache = prefix_cache(cfg, prefix_k, prefix_v, len(rows), pf + length + extra_capacity)
     logits, cache, nxt, routed = _prefill(
         cfg, params, memory, cache, jnp.asarray(tokens), jnp.asarray(mask),
-        jnp.asarray(positions), jnp.asarray(routing), score=score, fetch=fetch)
+        jnp.asarray(positions), jnp.asarray(routing), select=select, fetch=fetch)
     choices = [[] for _ in rows]
     for layer, (ids, scores, valid) in zip(cfg.msa.router_layers, routed):
         ids, scores, valid = np.asarray(ids), np.asarray(scores), np.asarray(valid)
@@ -140,11 +140,11 @@ def append_block(cfg: ModelConfig, params, cache: KVCache, positions: Array,
 def generate_from_memory(cfg: ModelConfig, params, memory: MemoryView, prefix_k, prefix_v,
                          rows: Sequence[QueryRow], max_new_tokens: int,
                          sampling: Sampling = Sampling(), stop_ids: Sequence[int] = (),
-                         score: ScoreFn | None = None, fetch: FetchFn | None = None):
+                         select: SelectFn | None = None, fetch: FetchFn | None = None):
     """Prefill `rows` against the memory and decode. Returns (new tokens per row, PrefillResult
     whose cache holds the decoded tokens too)."""
     budget = bucket(max_new_tokens, 8)
-    pre = prefill_rows(cfg, params, memory, prefix_k, prefix_v, rows, budget, score, fetch)
+    pre = prefill_rows(cfg, params, memory, prefix_k, prefix_v, rows, budget, select, fetch)
     new, cache = sample_tokens(cfg, params, pre.cache, pre.logits, pre.positions, max_new_tokens,
                                sampling, stop_ids, cfg.pad_token_id or 0)
     pre.cache = cache

@@ -55,37 +55,39 @@ class RoutingInfo:
     doc_scores: Array | None = None
 
 
-# score(r, qr [B,T,N,H], routing_mask [B,T]) -> doc scores [B, M]
-ScoreFn = Callable[[int, Array, Array], Array]
-# fetch(r, chunk_idx [B, S]) -> (k, v) [B, S, K, H] on the device running attention
-FetchFn = Callable[[int, Array], tuple[Array, Array]]
+# select(cfg, memory, r, qr [B,T,N,H], routing_mask [B,T]) -> RoutingInfo: the top-k documents
+# of router layer slot r (doc_scores may be None). The default scores the whole routing tier;
+# memory parallel (msa_jax.memory.parallel) scores shards and merges their local top-k.
+SelectFn = Callable[[ModelConfig, "MemoryView", int, Array, Array], "RoutingInfo"]
+# fetch(memory, r, chunk_idx [B, S]) -> (k, v) [B, S, K, H] on the device running attention
+FetchFn = Callable[["MemoryView", int, Array], tuple[Array, Array]]
 
 
-def local_score(cfg: ModelConfig, memory: MemoryView) -> ScoreFn:
-    def score(r: int, qr: Array, routing_mask: Array) -> Array:
-        return document_scores(cfg, qr, routing_mask, memory.routing_keys[r], memory.chunk_doc,
-                               memory.num_docs, cfg.msa.inference_cosine)
-    return score
+def local_select(cfg: ModelConfig, memory: "MemoryView", r: int, qr: Array,
+                 routing_mask: Array) -> "RoutingInfo":
+    doc_scores = document_scores(cfg, qr, routing_mask, memory.routing_keys[r], memory.chunk_doc,
+                                 memory.num_docs, cfg.msa.inference_cosine)  # [B, M]
+    ids, scores, valid = select_documents(doc_scores, cfg.msa.top_k_docs)
+    return RoutingInfo(ids, scores, valid, doc_scores)
 
 
-def local_fetch(memory: MemoryView) -> FetchFn:
-    def fetch(r: int, chunk_idx: Array):
-        return memory.content_k[r][chunk_idx], memory.content_v[r][chunk_idx]
-    return fetch
+def local_fetch(memory: "MemoryView", r: int, chunk_idx: Array) -> tuple[Array, Array]:
+    return memory.content_k[r][chunk_idx], memory.content_v[r][chunk_idx]
 
 
-def make_route(cfg: ModelConfig, memory: MemoryView, routing_mask: Array, score: ScoreFn,
+def make_route(cfg: ModelConfig, memory: MemoryView, routing_mask: Array, select: SelectFn,
                fetch: FetchFn, keep_doc_scores: bool = False):
     """The `route` hook of forward_step for stage 2."""
 
     def route(layer: int, p: Projections):
         r = cfg.msa.router_index(layer)
-        doc_scores = score(r, p.qr, routing_mask)  # [B, M]
-        ids, scores, valid = select_documents(doc_scores, cfg.msa.top_k_docs)
-        chunk_idx, chunk_valid = selected_chunks(ids, valid, memory.doc_chunk_offset,
-                                                 memory.doc_num_chunks, memory.max_doc_chunks)
-        k, v = fetch(r, chunk_idx)  # [B, k * Cd, K, H]
-        info = RoutingInfo(ids, scores, valid, doc_scores if keep_doc_scores else None)
+        info = select(cfg, memory, r, p.qr, routing_mask)
+        chunk_idx, chunk_valid = selected_chunks(info.doc_ids, info.valid,
+                                                 memory.doc_chunk_offset, memory.doc_num_chunks,
+                                                 memory.max_doc_chunks)
+        k, v = fetch(memory, r, chunk_idx)  # [B, k * Cd, K, H]
+        if not keep_doc_scores:
+            info = info.replace(doc_scores=None)
         return MemoryKV(k.astype(cfg.dtype), v.astype(cfg.dtype), chunk_valid), info
 
     return route
@@ -105,7 +107,7 @@ def prefix_cache(cfg: ModelConfig, prefix_k: Array, prefix_v: Array, batch: int,
 
 def prefill_with_memory(cfg: ModelConfig, params, memory: MemoryView, cache: KVCache,
                         tokens: Array, positions: Array, k_time: Array, q_time: Array,
-                        routing_mask: Array, score: ScoreFn | None = None,
+                        routing_mask: Array, select: SelectFn | None = None,
                         fetch: FetchFn | None = None, keep_doc_scores: bool = False,
                         collect_hidden: bool = False):
     """Stage-2 prefill. tokens, positions, k_time, q_time, routing_mask [B, T].
@@ -113,7 +115,7 @@ def prefill_with_memory(cfg: ModelConfig, params, memory: MemoryView, cache: KVC
     Returns (hidden [B, T, D], cache (with each router layer's memory), (routing info per layer,
     hidden states or None)).
     """
-    route = make_route(cfg, memory, routing_mask, score or local_score(cfg, memory),
-                       fetch or local_fetch(memory), keep_doc_scores)
+    route = make_route(cfg, memory, routing_mask, select or local_select, fetch or local_fetch,
+                       keep_doc_scores)
     return forward_step(cfg, params, cache, tokens, positions, k_time, q_time, route=route,
                         collect_hidden=collect_hidden)

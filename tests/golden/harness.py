@@ -22,7 +22,7 @@ from msa_jax.memory.encoder import DocInput, encode_documents
 from msa_jax.model.cache import step_times
 from msa_jax.model.decode import forward_step, logits_of
 from msa_jax.model.encode import encode_block
-from msa_jax.model.query import local_score, prefill_with_memory, prefix_cache
+from msa_jax.model.query import local_select, prefill_with_memory, prefix_cache
 from msa_jax.model.router import document_scores, reduce_mask, routing_query
 from msa_jax.model.train_forward import TrainBatch, train_forward
 from msa_jax.training.losses import lm_loss, routing_loss
@@ -122,18 +122,17 @@ class Fixture:
         tokens, mask, positions, roles = self._query()
         routing = (roles == 0) & (mask > 0)
         captured = {}
-        base = local_score(cfg, view)
 
-        def score(r, qr, rmask):  # records the pipeline's own routing queries
+        def select(cfg_, memory, r, qr, rmask):  # records the pipeline's own routing queries
             captured[r] = qr
-            return base(r, qr, rmask)
+            return local_select(cfg_, memory, r, qr, rmask)
 
         b, t = tokens.shape
         cache = prefix_cache(cfg, jnp.asarray(bank.prefix_k), jnp.asarray(bank.prefix_v), b,
                              bank.prefix_k.shape[1] + t + 32)
         k_time, q_time = step_times(cache.index, mask)
         h, cache, (infos, hidden) = prefill_with_memory(
-            cfg, params, view, cache, tokens, positions, k_time, q_time, routing, score=score,
+            cfg, params, view, cache, tokens, positions, k_time, q_time, routing, select=select,
             keep_doc_scores=True, collect_hidden=True)
         return dict(h=h, cache=cache, infos=infos, hidden=hidden, qr=captured, routing=routing)
 
