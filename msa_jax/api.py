@@ -11,6 +11,7 @@ to upgrade it to MSA (router projections initialised as the reference does).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shutil
@@ -67,6 +68,10 @@ class MSAModel:
             tokenizer = load_tokenizer(path)
         except (FileNotFoundError, ValueError, ImportError):
             tokenizer = None
+        if cfg.is_msa and not cfg.msa.prefix_token_ids and tokenizer is not None:
+            # upstream checkpoints do not store the chat prefix: tokenize the reference's
+            prefix = tuple(tokenizer.encode(PromptTemplate().prefix, allow_special=True))
+            cfg = cfg.replace(msa=dataclasses.replace(cfg.msa, prefix_token_ids=prefix))
         return cls(cfg, params, tokenizer)
 
     @classmethod

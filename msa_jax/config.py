@@ -31,6 +31,11 @@ _MSA_KEYS = {
     "decouple_pooling_mode": "pooling_mode",
 }
 
+# The reference hard-codes these; this port keeps them in msa_config["msa_jax"].
+_PORT_KEY = "msa_jax"
+_PORT_FIELDS = ("prefix_token_ids", "query_position_offset", "inference_score_mode",
+                "last_query_rule", "bidirectional_injected_blocks", "router_init_std")
+
 _CHOICES = {
     "head_reduce": ("mean", "max"),
     "query_reduce": ("max", "mean", "last"),
@@ -131,7 +136,10 @@ class MSAConfig:
         kwargs: dict[str, Any] = {}
         extra = []
         for key, value in d.items():
-            if key == "router_layer_idx":
+            if key == _PORT_KEY:  # this port's settings, written by to_hf
+                kwargs.update({k: tuple(v) if isinstance(v, list) else v
+                               for k, v in value.items() if k in _PORT_FIELDS})
+            elif key == "router_layer_idx":
                 kwargs["router_layers"] = parse_router_layers(value, num_layers)
             elif key in _MSA_KEYS:
                 kwargs[_MSA_KEYS[key]] = value
@@ -146,6 +154,8 @@ class MSAConfig:
         d["router_layer_idx"] = ",".join(str(i) for i in self.router_layers)
         for key, field in _MSA_KEYS.items():
             d[key] = getattr(self, field)
+        d[_PORT_KEY] = {f: (list(v) if isinstance(v, tuple) else v)
+                        for f in _PORT_FIELDS for v in [getattr(self, f)]}
         return dict(sorted(d.items()))
 
 

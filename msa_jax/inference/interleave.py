@@ -21,6 +21,7 @@ class PromptTemplate:
     reference puts before the question (not published with the paper; empty by default)."""
 
     header: str = ""
+    prefix: str = "<|im_start|>user\n"  # the fixed chat prefix every query attends to
     question_suffix: str = "\nPlease return all documents related to the question\n"
     tail: str = "<|im_end|>\n"
     response_head: str = "<|im_start|>"

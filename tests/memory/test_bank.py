@@ -1,0 +1,165 @@
+"""Memory bank: dynamic add/delete, save/load with integrity checks, resumable encoding, and
+clear errors for bad input."""
+
+import os
+
+import numpy as np
+import pytest
+
+import msa_jax
+from msa_jax.inference.memory_generate import CONTEXT, ROUTING, QueryRow
+from msa_jax.memory import encoder as encoder_mod
+from msa_jax.memory.bank import BankError
+from msa_jax.memory.encoder import DocInput, encode_documents
+from msa_jax.memory.layout import LayoutError
+from msa_jax.memory.store import load_bank, save_bank
+
+
+@pytest.fixture(scope="module")
+def model():
+    cfg = msa_jax.preset("tiny-msa", vocab_size=64)
+    return msa_jax.MSAModel.random(cfg, 0)
+
+
+def make_docs(n, seed=0, prefix="d"):
+    rs = np.random.RandomState(seed)
+    return [DocInput(f"{prefix}{i}", tuple(rs.randint(5, 64, rs.randint(3, 30)).tolist()),
+                     text=f"text of {prefix}{i}") for i in range(n)]
+
+
+def snapshot(bank):
+    return ([bank.tier(n).copy() for n in ("routing_keys", "content_k", "content_v")],
+            bank.chunk_doc.copy(), list(bank.doc_ids), list(bank.doc_chunk_offset),
+            list(bank.doc_num_chunks), list(bank.doc_tokens), list(bank.doc_texts))
+
+
+def assert_same(a, b):
+    for x, y in zip(a[0], b[0]):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(a[1], b[1])
+    assert a[2:] == b[2:]
+
+
+def test_add_then_delete_restores_the_bank(model):
+    bank = model.encode_memory(make_docs(6), progress=False)
+    before = snapshot(bank)
+    model.encode_memory(make_docs(3, seed=1, prefix="new"), bank=bank, progress=False)
+    assert bank.num_docs == 9
+    bank.delete(["new0", "new1", "new2"])
+    assert_same(snapshot(bank), before)
+
+
+def test_delete_in_the_middle_then_compact(model):
+    docs = make_docs(6)
+    bank = model.encode_memory(docs, progress=False)
+    bank.delete(["d2"])
+    assert bank.num_docs == 5 and bank.num_slots == 6
+    assert not (bank.chunk_doc == 2).any()
+    bank.compact()
+    expected = model.encode_memory([d for d in docs if d.id != "d2"], progress=False)
+    assert_same(snapshot(bank), snapshot(expected))
+    with pytest.raises(BankError, match="'d2' is not in the bank"):
+        bank.delete(["d2"])
+
+
+def test_save_load_round_trip_and_integrity(model, tmp_path):
+    bank = model.encode_memory(make_docs(5), progress=False)
+    bank.delete(["d1"])
+    path = save_bank(bank, str(tmp_path / "bank"))
+    loaded = load_bank(path)
+    bank.compact()
+    assert_same(snapshot(loaded), snapshot(bank))
+    np.testing.assert_array_equal(loaded.prefix_k, bank.prefix_k)
+    with pytest.raises(FileExistsError):
+        save_bank(bank, path)
+    # a truncated file
+    victim = max((os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs
+                  if "arrays" in d), key=os.path.getsize)
+    with open(victim, "r+b") as f:
+        f.truncate(os.path.getsize(victim) - 1)
+    with pytest.raises(BankError, match="truncated"):
+        load_bank(path)
+
+
+def test_swapped_file_is_caught_by_checksum(model, tmp_path):
+    a = save_bank(model.encode_memory(make_docs(4, seed=0), progress=False), str(tmp_path / "a"))
+    b = save_bank(model.encode_memory(make_docs(4, seed=5), progress=False), str(tmp_path / "b"))
+    with open(os.path.join(b, "documents.jsonl"), "rb") as f:
+        other = f.read()
+    target = os.path.join(a, "documents.jsonl")
+    with open(target, "rb") as f:
+        mine = f.read()
+    other = (other + b" " * len(mine))[:len(mine)]  # same size, other content
+    with open(target, "wb") as f:
+        f.write(other)
+    with pytest.raises(BankError, match="checksum"):
+        load_bank(a)
+
+
+def test_bank_from_another_model_is_refused(model):
+    other = msa_jax.MSAModel.random(model.cfg, 1)
+    bank = other.encode_memory(make_docs(3), progress=False)
+    row = QueryRow.build(([7, 8, 9], ROUTING), ([4, 3, 1], CONTEXT))
+    with pytest.raises(BankError, match="another model"):
+        model.ask_tokens([row], bank, max_new_tokens=2)
+    with pytest.raises(BankError, match="different model"):
+        model.encode_memory(make_docs(2, seed=9, prefix="x"), bank=bank, progress=False)
+
+
+def test_interrupted_encoding_resumes_from_the_last_committed_block(model, tmp_path,
+                                                                    monkeypatch):
+    docs = make_docs(12)
+    journal = str(tmp_path / "journal")
+    reference = encode_documents(model.cfg, model.params, docs, block_tokens=64,
+                                 show_progress=False)
+    real = encoder_mod._encode_one
+    calls = []
+
+    def flaky(*args, **kwargs):
+        if len(calls) == 2:
+            raise KeyboardInterrupt("simulated interruption")
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(encoder_mod, "_encode_one", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        encode_documents(model.cfg, model.params, docs, block_tokens=64, journal=journal,
+                         show_progress=False)
+    committed = sorted(f for f in os.listdir(journal) if f.startswith("block_"))
+    assert len(committed) == 2
+    counted = []
+    monkeypatch.setattr(encoder_mod, "_encode_one",
+                        lambda *a, **k: counted.append(1) or real(*a, **k))
+    resumed = encode_documents(model.cfg, model.params, docs, block_tokens=64, journal=journal,
+                               show_progress=False)
+    n_blocks = len(encoder_mod.plan_blocks([len(d.tokens) for d in docs], 64))
+    assert len(counted) == n_blocks - 2  # committed blocks were not encoded again
+    assert_same(snapshot(resumed), snapshot(reference))
+    with pytest.raises(BankError, match="another encoding"):
+        encode_documents(model.cfg, model.params, docs[:5], block_tokens=64, journal=journal,
+                         show_progress=False)
+
+
+def test_bad_input(model):
+    cfg, params = model.cfg, model.params
+    with pytest.raises(BankError, match="empty corpus"):
+        encode_documents(cfg, params, [], show_progress=False)
+    with pytest.raises(BankError, match="'e' .* is empty"):
+        encode_documents(cfg, params, [DocInput("e", ())], show_progress=False)
+    with pytest.raises(LayoutError, match="document 1 has 40 tokens, more than a block of 32"):
+        encode_documents(cfg, params, [DocInput("a", (5,) * 3), DocInput("b", (6,) * 40)],
+                         block_tokens=32, show_progress=False)
+    with pytest.raises(BankError, match="appears twice"):
+        encode_documents(cfg, params, [DocInput("a", (5,)), DocInput("a", (6,))],
+                         show_progress=False)
+    bank = model.encode_memory(make_docs(2), progress=False)
+    with pytest.raises(ValueError, match="no routing"):
+        model.ask_tokens([QueryRow.build(([4, 3, 1], CONTEXT))], bank)
+    # top-k (4) larger than the bank (2 documents): every document is selected, once
+    _, routed = model.ask_tokens([QueryRow.build(([7, 8], ROUTING), ([4, 3, 1], CONTEXT))],
+                                 bank, max_new_tokens=1)
+    for choice in routed[0]:
+        assert sorted(choice.slots) == ["d0", "d1"]
+    bank.delete(["d0", "d1"])
+    with pytest.raises(BankError, match="no documents"):
+        model.ask_tokens([QueryRow.build(([7, 8], ROUTING))], bank)
