@@ -20,6 +20,7 @@ TEST = [
     "nbformat>=5.9",
     "nbclient>=0.10",
     "ipykernel>=6.29",
+    "tokenizers>=0.15",
 ]
 
 # torch is only for tests that compare with transformers; 2.13.0 is the CPU wheel on the CI machine.
@@ -37,6 +38,7 @@ setup(
     extras_require={
         "test": TEST + TORCH,
         "test-notorch": TEST,
+        "text": ["tokenizers>=0.15"],
         "gpu": ["jax[cuda12]"],
     },
     entry_points={"console_scripts": ["msa-jax=msa_jax.cli.main:run"]},

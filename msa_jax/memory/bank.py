@@ -27,7 +27,11 @@ class BankError(ValueError):
 
 
 def _bucket(n: int, minimum: int) -> int:
-    return max(minimum, 1 << max(0, int(n) - 1).bit_length())
+    """Round up to a size of the series minimum * (1, 1.125, 1.25, ... 2, 2.25, ...): at most
+    12.5% padding, and a new size (a recompile) only after the bank grows by that much."""
+    n = max(int(n), minimum)
+    step = max(1, (1 << (n.bit_length() - 1)) // 8)
+    return -(-n // step) * step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,10 +201,13 @@ class MemoryBank:
         c_cap = _bucket(self._num_chunks, 1024)
         m_cap = _bucket(self.num_slots, 64)
         tiers = {}
-        for name in self._tiers:
-            arr = np.zeros(self.spec.chunk_shape(c_cap), self._tiers[name].dtype)
-            arr[:, :self._num_chunks] = self.tier(name)
-            tiers[name] = put(name, arr)
+        for name in self._tiers:  # one array per router layer: no slicing of [R, C, K, H] in jit
+            per_layer = []
+            for r in range(self.spec.num_router_layers):
+                arr = np.zeros(self.spec.chunk_shape(c_cap)[1:], self._tiers[name].dtype)
+                arr[:self._num_chunks] = self._tiers[name][r, :self._num_chunks]
+                per_layer.append(put(name, arr))
+            tiers[name] = tuple(per_layer)
         chunk_doc = np.full(c_cap, -1, np.int32)
         chunk_doc[:self._num_chunks] = self.chunk_doc
         offset = np.zeros(m_cap, np.int32)

@@ -12,12 +12,12 @@ import hashlib
 import io
 import json
 import os
-import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax.numpy as jnp
 import numpy as np
 
+from kernels_pallas.common import resolve_implementation
 from msa_jax.config import ModelConfig
 from msa_jax.memory.bank import BankError, BankSpec, MemoryBank
 from msa_jax.memory.fingerprint import model_fingerprint
@@ -100,6 +100,12 @@ class _Journal:
             atomic_write_bytes(self._path(i), buf.getvalue())
 
 
+def _block_target(cfg: ModelConfig) -> int:
+    """Tokens per block: large where the Pallas kernel skips key blocks of other documents;
+    small on the XLA path, whose document attention is dense (quadratic) within a block."""
+    return 4096 if resolve_implementation(cfg.kernel_implementation) == "pallas" else 512
+
+
 def _encode_one(cfg: ModelConfig, params, block: Block, num_chunks: int, dtype) -> dict:
     row = lambda x: jnp.asarray(x)[None]  # noqa: E731  [L] -> [1, L]
     pooled, _ = encode_block(cfg, params, row(block.tokens), row(block.positions),
@@ -112,11 +118,15 @@ def _encode_one(cfg: ModelConfig, params, block: Block, num_chunks: int, dtype) 
 def encode_documents(cfg: ModelConfig, params, docs: Sequence[DocInput], *,
                      bank: MemoryBank | None = None, block_tokens: int | None = None,
                      journal: str | None = None, show_progress: bool = True,
-                     dtype: str | None = None) -> MemoryBank:
+                     dtype: str | None = None,
+                     on_block: Callable[[MemoryBank], object] | None = None) -> MemoryBank:
     """Encode `docs` and append them to `bank` (a new bank if None). Returns the bank.
 
-    block_tokens: tokens per stage-1 block (default: 4096, or the longest document rounded up to
-    a power of two). A document longer than an explicit block_tokens is an error.
+    block_tokens: tokens per stage-1 block (default: 4096 with the Pallas kernels, 512 on the XLA
+    path, or the longest document rounded up to a power of two). A document longer than an
+    explicit block_tokens is an error.
+    on_block(bank): called after each block is appended (memory parallel writes the new chunks
+    into its sharded tiers there).
     """
     _validate(docs)
     bank = bank or new_bank(cfg, params, dtype)
@@ -125,14 +135,13 @@ def encode_documents(cfg: ModelConfig, params, docs: Sequence[DocInput], *,
                         f"{bank.spec.fingerprint}); encode into a new bank")
     pool = cfg.msa.pooling_size
     lengths = [len(d.tokens) for d in docs]
-    block_tokens = block_tokens or auto_block_tokens(lengths, pool)
+    block_tokens = block_tokens or auto_block_tokens(lengths, pool, _block_target(cfg))
     plan = plan_blocks(lengths, block_tokens)
     num_chunks = max_block_chunks(lengths, plan, pool)
     np_dtype = np.dtype(jnp.dtype(bank.spec.dtype))
     log = _Journal(journal, _plan_key(bank.spec, docs, block_tokens))
     bar = progress(total=sum(lengths), unit="tok", unit_scale=True, desc="encode memory",
                    enabled=show_progress)
-    start = time.perf_counter()
     for i, (first, n) in enumerate(plan):
         part = docs[first:first + n]
         block = make_block([d.tokens for d in part], first, block_tokens, pool)
@@ -143,7 +152,8 @@ def encode_documents(cfg: ModelConfig, params, docs: Sequence[DocInput], *,
         bank.append([d.id for d in part], [d.tokens for d in part], [d.text for d in part],
                     block.doc_num_chunks, arrays["routing_keys"], arrays["keys"],
                     arrays["values"])
+        if on_block is not None:
+            on_block(bank)
         bar.update(block.num_tokens)
     bar.close()
-    bank.last_encode_seconds = time.perf_counter() - start
     return bank

@@ -27,8 +27,10 @@ Array = jax.Array
 class MemoryView:
     """The arrays of a memory bank stage 2 reads (R router layers, C chunk slots, M doc slots).
 
-    routing_keys [R, C, K, H] is the routing tier (on the accelerator); content_k/content_v
-    [R, C, K, H] the content tier (may live in host memory: see `fetch`).
+    routing_keys is the routing tier (on the accelerator); content_k/content_v the content tier
+    (may live in host memory: see `fetch`). Each is indexed by router-layer slot r and gives
+    [C, K, H]: a tuple of R arrays (slicing one [R, C, K, H] array inside jit copies the slice),
+    or an [R, C, K, H] array.
     chunk_doc [C] int32 (-1: empty slot); doc_chunk_offset, doc_num_chunks [M] int32.
     """
 

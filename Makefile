@@ -1,0 +1,40 @@
+# The two set-up commands of the README: `make demo` and `make test`. Each creates its
+# virtual environment(s) from this repository's files on first use.
+PYTHON ?= python3
+PYTHON312 ?= /root/.pyenv/versions/3.12.1/bin/python3
+VENV ?= .venv
+VENV312 ?= .venv312
+PYTEST_ARGS ?= -n 2 --dist loadfile -q
+
+.PHONY: demo test test311 test312 bench clean
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e ".[test]"
+	touch $@
+
+$(VENV312)/.installed: setup.py
+	$(PYTHON312) -m venv $(VENV312)
+	$(VENV312)/bin/pip install -q --upgrade pip
+	$(VENV312)/bin/pip install -q -e ".[test-notorch]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/msa-jax demo
+
+test: test311 test312
+
+test311: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS) tests
+
+# Python 3.12 (JAX 0.12) where it exists; torch is not installed there, so the tests that
+# compare with transformers skip.
+test312:
+	@if [ -x "$(PYTHON312)" ]; then \
+		$(MAKE) --no-print-directory $(VENV312)/.installed && \
+		$(VENV312)/bin/python -m pytest $(PYTEST_ARGS) tests; \
+	else echo "($(PYTHON312) not found: Python 3.12 suite skipped)"; fi
+
+clean:
+	rm -rf $(VENV) $(VENV312) outputs .pytest_cache
