@@ -9,6 +9,7 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+jax.config.update("jax_disable_most_optimizations", True)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

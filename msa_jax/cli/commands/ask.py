@@ -1,0 +1,107 @@
+"""Ask questions of a memory bank; print the answers and the documents routed per router layer.
+
+One question with --question, or a query file with --queries (.json list or .jsonl of {"query",
+"reference_list", "answer"} records, the reference's format). With Memory Interleave (the
+default) the model names document ids, their text is injected and the question re-routed, for up
+to --max_rounds rounds, then it answers; with --nointerleave it answers after one routed pass.
+For every round the top-k documents of every router layer are printed with their scores, reference
+documents marked *. When the queries carry reference_list, routing recall@k is printed: the
+share of reference documents among those routed for the question. --json_out saves it all.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import flags
+
+from msa_jax.cli import common, report
+
+NAME = "ask"
+SUMMARY = "answer questions from a memory bank, printing routed documents per router layer"
+USAGE = ("--model=DIR --bank=BANK_DIR (--question=TEXT | --queries=FILE) [--nointerleave] "
+         "[--max_rounds=4] [--max_new_tokens=64] [--answer_tokens=128] [--top_k=N] "
+         "[--json_out=FILE] [--config=FILE]")
+
+
+def define_flags(fv: flags.FlagValues, argv):
+    common.define_model_flag(fv, help_text="MSA checkpoint folder the bank was encoded with.")
+    flags.DEFINE_string("bank", None, "Memory bank folder (from `msa-jax encode`).",
+                        flag_values=fv)
+    flags.mark_flag_as_required("bank", flag_values=fv)
+    flags.DEFINE_string("question", None, "One question.", flag_values=fv)
+    flags.DEFINE_string("queries", None, "Query file (.json / .jsonl; reference_list optional).",
+                        flag_values=fv)
+    flags.mark_flags_as_mutual_exclusive(["question", "queries"], required=True, flag_values=fv)
+    flags.DEFINE_boolean("interleave", True, "Use Memory Interleave (--nointerleave: one routed "
+                         "pass, then the answer).", flag_values=fv)
+    flags.DEFINE_integer("max_rounds", 4, "Memory Interleave rounds at most.", lower_bound=1,
+                         flag_values=fv)
+    common.define_sampling_flags(fv, max_new_tokens=64)
+    fv["max_new_tokens"].help = "Tokens generated per Memory Interleave round at most."
+    flags.DEFINE_integer("answer_tokens", 128, "Tokens of the answer at most.", lower_bound=1,
+                         flag_values=fv)
+    flags.DEFINE_integer("top_k", None, "Documents routed per router layer (default: the "
+                         "checkpoint's top_k_docs).", lower_bound=1, flag_values=fv)
+    flags.DEFINE_string("json_out", None, "Write answers, rounds, routing and recall here (JSON).",
+                        flag_values=fv)
+    common.define_dtype_flag(fv, "Compute dtype (default: the checkpoint's).")
+    common.define_config_flag(fv, argv, None, "optional inference settings, e.g. configs/msa_4b.py")
+
+
+def _questions(fv: flags.FlagValues):
+    from msa_jax.data import Query, load_queries
+
+    if fv.question is not None:
+        if not fv.question.strip():
+            raise common.UsageError("--question is empty")
+        return [Query("0", fv.question)]
+    return load_queries(fv.queries)
+
+
+def execute(fv: flags.FlagValues, config):
+    queries = _questions(fv)
+    model = common.load_model(
+        fv.model, dtype=common.setting(fv, "dtype", config, "model.dtype"),
+        kernel_implementation=common.config_value(config, "model.kernel_implementation"),
+        top_k=common.setting(fv, "top_k", config, "msa.top_k_docs"))
+    if not model.cfg.is_msa:
+        raise ValueError(f"{fv.model} is a plain Qwen3 checkpoint: it cannot read a memory bank "
+                         "(upgrade it with `msa-jax convert --router_layers=...`)")
+    if model.tokenizer is None:
+        raise ValueError(f"{fv.model} has no tokenizer: `ask` needs one for text questions")
+    bank = common.load_bank(fv.bank)
+    interleave = common.setting(fv, "interleave", config, "ask.interleave")
+    kwargs = dict(
+        interleave=interleave,
+        max_rounds=common.setting(fv, "max_rounds", config, "ask.max_rounds"),
+        max_new_tokens=common.setting(fv, "max_new_tokens", config, "ask.max_new_tokens"),
+        answer_tokens=common.setting(fv, "answer_tokens", config, "ask.answer_tokens"),
+        temperature=common.setting(fv, "temperature", config, "generation.temperature"),
+        top_p=common.setting(fv, "top_p", config, "generation.top_p"),
+        seed=common.setting(fv, "seed", config, "generation.seed"))
+    mode = "with Memory Interleave" if interleave else "without Memory Interleave"
+    print(f"{len(queries)} question(s), {mode}; bank {bank.num_docs} documents; top-"
+          f"{model.cfg.msa.top_k_docs} per router layer; * = reference document", flush=True)
+    records, recalls = [], []
+    for q in queries:
+        with common.Timer() as t:
+            answer = model.ask(q.question, bank, **kwargs)
+        print(f"\nQ{q.id}: {q.question}  ({t.seconds:.1f} s)")
+        if q.answers:
+            print(f"  expected: {' | '.join(q.answers)}")
+        for line in report.answer_lines(answer, q.reference_ids):
+            print(line)
+        records.append(report.answer_record(q.question, answer, q.reference_ids, q.id, t.seconds))
+        rec = report.recall(report.question_routing(answer), q.reference_ids)
+        if rec is not None:
+            recalls.append(rec)
+        sys.stdout.flush()
+    if recalls:
+        print()
+        for line in report.recall_lines(recalls, model.cfg.msa.top_k_docs):
+            print(line)
+    if fv.json_out:
+        common.write_json(fv.json_out, {"model": fv.model, "bank": fv.bank,
+                                        "interleave": interleave, "questions": records})
+        print(f"wrote {fv.json_out}")
