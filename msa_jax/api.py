@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
-import shutil
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -36,10 +34,6 @@ from msa_jax.memory.fingerprint import model_fingerprint
 from msa_jax.model.cache import empty_cache, grow_cache, step_times
 from msa_jax.model.decode import forward_step, logits_of
 from msa_jax.model.params import init_params
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "msa_tokenizer.json",
-                   "special_tokens_map.json", "vocab.json", "merges.txt")
-
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def _logits(cfg: ModelConfig, params, tokens, positions):
@@ -80,16 +74,11 @@ class MSAModel:
 
     def save_pretrained(self, path: str, overwrite: bool = False, dtype: str | None = None,
                         source: str | None = None):
-        """Write a Hugging Face directory (atomically); tokenizer files are copied from `source`
-        or saved from the tokenizer when it can save itself."""
-        save_pretrained(path, self.cfg, self.params, dtype=dtype, overwrite=overwrite)
-        if source:
-            for name in TOKENIZER_FILES:
-                if os.path.exists(os.path.join(source, name)):
-                    shutil.copy(os.path.join(source, name), os.path.join(path, name))
-        elif self.tokenizer is not None and hasattr(self.tokenizer, "save"):
-            self.tokenizer.save(path)
-        return path
+        """Write a Hugging Face directory, atomically; tokenizer files are copied from `source`,
+        else saved from the model's tokenizer."""
+        tok = self.tokenizer if source is None else None
+        return save_pretrained(path, self.cfg, self.params, dtype=dtype, overwrite=overwrite,
+                               copy_from=source, write_extra=tok.save if tok else None)
 
     # -- plain language model ----------------------------------------------------------------------
     def __call__(self, input_ids, positions=None) -> jax.Array:
@@ -106,6 +95,14 @@ class MSAModel:
             raise ValueError("this model has no tokenizer: pass token ids instead of text")
         return self.tokenizer.encode(text, allow_special=allow_special)
 
+    def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
+        """Token ids -> text; ids beyond the tokenizer's vocabulary (a model vocabulary padded
+        past it) are dropped."""
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer: it works on token ids")
+        n = self.tokenizer.vocab_size
+        return self.tokenizer.decode([i for i in ids if 0 <= i < n], skip_special=skip_special)
+
     def generate(self, prompts, max_new_tokens: int = 32, temperature: float = 0.0,
                  top_p: float = 1.0, seed: int = 0, eos_ids: Sequence[int] | None = None):
         """Prompts (str, list of str, token ids or a list of them) -> continuations (same kind)."""
@@ -116,7 +113,7 @@ class MSAModel:
         out = generate_tokens(self.cfg, self.params, ids, max_new_tokens,
                               Sampling(temperature, top_p, seed), eos_ids)
         if as_text:
-            out = [self.tokenizer.decode(o, skip_special=True) for o in out]
+            out = [self.decode(o) for o in out]
         return out[0] if single else out
 
     # -- memory ----------------------------------------------------------------------------------
@@ -196,13 +193,28 @@ class MSAModel:
                 if self.template.answer_end in self.tokenizer.special_tokens else []
             new, choices = self.ask_tokens([row], bank, answer_tokens, sampling,
                                            stop + list(self.tokenizer.eos_ids), placement)
-            text = self.tokenizer.decode(new[0], skip_special=True).strip()
-            return Answer(text, [], choices[0])
-        texts = {bank.doc_ids[s]: bank.doc_texts[s] or self.tokenizer.decode(bank.doc_tokens[s])
+            return Answer(self.decode(new[0]).strip(), [], choices[0])
+        texts = {bank.doc_ids[s]: bank.doc_texts[s] or self.decode(bank.doc_tokens[s], False)
                  for s in bank.live_slots()}
         session = _InterleaveSession(self, bank, sampling, placement)
-        return memory_interleave(session, self.tokenizer, question, texts, self.template,
+        return memory_interleave(session, _KnownIds(self), question, texts, self.template,
                                  max_rounds, max_new_tokens, answer_tokens)
+
+
+class _KnownIds:
+    """The model's tokenizer, decoding only ids it knows (see MSAModel.decode)."""
+
+    def __init__(self, model: MSAModel):
+        self.model, self.tok = model, model.tokenizer
+
+    def encode(self, text: str, allow_special: bool = False) -> list[int]:
+        return self.tok.encode(text, allow_special=allow_special)
+
+    def decode(self, ids, skip_special: bool = False) -> str:
+        return self.model.decode(ids, skip_special)
+
+    def token_id(self, token: str) -> int:
+        return self.tok.token_id(token)
 
 
 class _InterleaveSession:
@@ -226,7 +238,7 @@ class _InterleaveSession:
                        stop_ids: Sequence[int]):
         m = self.model
         cache, pos = self.last
-        cache = grow_cache(cache, len(block) + bucket(max_new_tokens, 8))
+        cache = grow_cache(cache, bucket(len(block), 8) + bucket(max_new_tokens, 8))
         logits, cache, pos = append_block(m.cfg, m.params, cache, pos, [list(block)])
         new, _ = sample_tokens(m.cfg, m.params, cache, logits, pos, max_new_tokens,
                                self.sampling, stop_ids, m.cfg.pad_token_id or 0)

@@ -2,7 +2,7 @@
 
 Uses: cast a checkpoint to another dtype, upgrade a Qwen3 checkpoint to MSA (router projections
 initialised as the reference does), or check that a checkpoint loads. The destination is written
-atomically, so a failed conversion leaves nothing behind.
+atomically (tokenizer files included), so a failed conversion leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -16,4 +16,4 @@ def convert_checkpoint(src: str, dst: str, *, dtype: str | None = None,
                        max_shard_bytes: int = 5 * 2**30) -> str:
     cfg, params = load_pretrained(src, param_dtype=dtype, msa=msa, seed=seed)
     return save_pretrained(dst, cfg, params, dtype=dtype, overwrite=overwrite,
-                           max_shard_bytes=max_shard_bytes)
+                           max_shard_bytes=max_shard_bytes, copy_from=src)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -131,11 +132,17 @@ def load_pretrained(directory: str, *, dtype: str | None = None, param_dtype: st
     return cfg, jax.tree.map(jax.device_put, params, sharding)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.json", "merges.txt", "generation_config.json", "msa_tokenizer.json")
+
+
 def save_pretrained(directory: str, cfg: ModelConfig, params, *, dtype: str | None = None,
-                    overwrite: bool = False, max_shard_bytes: int = 5 * 2**30):
+                    overwrite: bool = False, max_shard_bytes: int = 5 * 2**30,
+                    copy_from: str | None = None, write_extra=None):
     """Write config.json + safetensors that `transformers` (Qwen3) or the reference (MSA) loads.
 
-    Written atomically: into a temporary directory that is renamed when complete.
+    Tokenizer files present in `copy_from` are copied; `write_extra(tmp_dir)` may add files.
+    Everything is written atomically: into a temporary directory renamed when complete.
     """
     np_dtype = np.dtype(jnp.dtype(dtype)) if dtype else None
     tensors = tensors_from_params(cfg, params, np_dtype)
@@ -146,4 +153,9 @@ def save_pretrained(directory: str, cfg: ModelConfig, params, *, dtype: str | No
         st.write_checkpoint(tmp, tensors, max_shard_bytes=max_shard_bytes)
         with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
             json.dump(hf_cfg, f, indent=2)
+        for name in TOKENIZER_FILES if copy_from else ():
+            if os.path.exists(os.path.join(copy_from, name)):
+                shutil.copy(os.path.join(copy_from, name), os.path.join(tmp, name))
+        if write_extra is not None:
+            write_extra(tmp)
     return directory

@@ -93,7 +93,8 @@ def prefill_rows(cfg: ModelConfig, params, memory: MemoryView, prefix_k: Array, 
     routing = (roles == ROUTING + 2) & (mask > 0)
     positions = prompt_positions(mask, cfg.msa.query_offset)
     pf = prefix_k.shape[1]
-    cache = prefix_cache(cfg, prefix_k, prefix_v, len(rows), pf + length + extra_capacity)
+    capacity = bucket(pf + length + extra_capacity)  # few distinct shapes: few compilations
+    cache = prefix_cache(cfg, prefix_k, prefix_v, len(rows), capacity)
     logits, cache, nxt, routed = _prefill(
         cfg, params, memory, cache, jnp.asarray(tokens), jnp.asarray(mask),
         jnp.asarray(positions), jnp.asarray(routing), select=select, fetch=fetch)
@@ -108,33 +109,38 @@ def prefill_rows(cfg: ModelConfig, params, memory: MemoryView, prefix_k: Array, 
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "bidirectional"), donate_argnames=("cache",))
-def _append(cfg: ModelConfig, params, cache: KVCache, tokens, mask, positions, bidirectional):
+def _append(cfg: ModelConfig, params, cache: KVCache, tokens, mask, positions, last,
+            bidirectional):
     k_time, q_time = step_times(cache.index, mask, bidirectional)
     h, cache, _ = forward_step(cfg, params, cache, tokens, positions, k_time, q_time)
-    return logits_of(cfg, params, h[:, -1:])[:, 0], cache
+    h_last = jax.lax.dynamic_slice_in_dim(h, last, 1, axis=1)  # [B, 1, D]
+    return logits_of(cfg, params, h_last)[:, 0], cache
 
 
 def append_block(cfg: ModelConfig, params, cache: KVCache, positions: Array,
                  blocks: Sequence[Sequence[int]]) -> tuple[Array, KVCache, Array]:
     """Feed a multi-token block per row into the cache without re-routing (the reference's
-    stage-3 injection); every row's block has the same length. The block is causal unless `msa.bidirectional_injected_blocks` (the reference's quirk).
+    stage-3 injection); every row's block has the same length. The block is causal unless
+    `msa.bidirectional_injected_blocks` (the reference's quirk). The block is padded to a
+    bucketed width with masked tokens (one compilation per bucket).
     Returns (next-token logits [B, V], cache, next positions [B])."""
     width = max(len(b) for b in blocks)
     if any(len(b) != width for b in blocks) or width == 0:
         raise ValueError(f"append_block needs non-empty blocks of one length, got "
                          f"{[len(b) for b in blocks]}")
-    tokens = np.zeros((len(blocks), width), np.int32)
-    mask = np.zeros((len(blocks), width), np.int32)
+    padded = bucket(width, 8)
+    tokens = np.zeros((len(blocks), padded), np.int32)
+    mask = np.zeros((len(blocks), padded), np.int32)
     for i, blk in enumerate(blocks):
-        tokens[i, :len(blk)] = blk
-        mask[i, :len(blk)] = 1
-    if int(cache.index) + width > cache.capacity:
-        raise ValueError(f"cache of {cache.capacity} slots cannot take a block of {width}")
-    pos = np.asarray(positions)[:, None] + np.arange(width)[None, :]
+        tokens[i, :width] = blk
+        mask[i, :width] = 1
+    if int(cache.index) + padded > cache.capacity:
+        raise ValueError(f"cache of {cache.capacity} slots cannot take a block of {padded}")
+    pos = np.asarray(positions)[:, None] + np.minimum(np.arange(padded), width - 1)[None, :]
     logits, cache = _append(cfg, params, cache, jnp.asarray(tokens), jnp.asarray(mask),
-                            jnp.asarray(pos, jnp.int32),
+                            jnp.asarray(pos, jnp.int32), jnp.int32(width - 1),
                             bidirectional=cfg.msa.bidirectional_injected_blocks)
-    return logits, cache, jnp.asarray(pos[:, -1] + 1, jnp.int32)
+    return logits, cache, jnp.asarray(pos[:, width - 1] + 1, jnp.int32)
 
 
 def generate_from_memory(cfg: ModelConfig, params, memory: MemoryView, prefix_k, prefix_v,

@@ -4,7 +4,7 @@ Layout of a bank directory (written atomically: a temporary directory renamed wh
     bank.json        format version, spec (model fingerprint, shapes, dtype), counts
     documents.jsonl  one line per document slot: id (null if deleted), chunk offset and count,
                      tokens, text
-    arrays/          orbax checkpoint: tiers [R, C, K, H], chunk_doc [C], prefix K/V [L, Pf, K, H]
+    arrays/          orbax checkpoint: tiers [R, C, K, H] and prefix K/V [L, Pf, K, H]
     integrity.json   size and sha256 of every other file
 Loading verifies sizes always and checksums by default, so a truncated or swapped file is caught
 before use; a bank whose model fingerprint differs from the model using it is refused elsewhere
@@ -92,6 +92,7 @@ def save_bank(bank: MemoryBank, path: str, overwrite: bool = False) -> str:
     """Write the bank's live documents (deleted slots are dropped) to `path`, atomically."""
     import orbax.checkpoint as ocp
 
+    path = os.path.abspath(path)
     arrays, live = _live_arrays(bank)
     arrays["prefix_k"], arrays["prefix_v"] = bank.prefix_k, bank.prefix_v
     shapes = {k: list(v.shape) for k, v in arrays.items()}
@@ -119,6 +120,7 @@ def load_bank(path: str, checksums: bool = True) -> MemoryBank:
     """Read a bank written by `save_bank`, after checking its files (see `verify`)."""
     import orbax.checkpoint as ocp
 
+    path = os.path.abspath(path)
     verify(path, checksums)
     with open(os.path.join(path, "bank.json"), encoding="utf-8") as f:
         meta = json.load(f)

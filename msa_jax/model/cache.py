@@ -79,7 +79,7 @@ def grow_cache(cache: KVCache, extra: int) -> KVCache:
     need = int(cache.index) + extra
     if need <= cache.capacity:
         return cache
-    pad = max(need, 2 * cache.capacity) - cache.capacity
+    pad = (1 << (need - 1).bit_length()) - cache.capacity  # a power of two: few shapes
 
     def grow(x, fill=0):
         widths = [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2)
