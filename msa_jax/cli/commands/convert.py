@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 
 from absl import flags
 
@@ -90,8 +89,8 @@ def _with_chat_prefix(msa, src: str):
 
 
 def execute(fv: flags.FlagValues, config):
-    from msa_jax.api import TOKENIZER_FILES
     from msa_jax.convert import convert_checkpoint, read_config
+    from msa_jax.convert.hf import TOKENIZER_FILES
 
     common.require_dir(fv.src, "checkpoint")
     if os.path.exists(fv.dst) and not fv.overwrite:
@@ -103,10 +102,8 @@ def execute(fv: flags.FlagValues, config):
         msa = _with_chat_prefix(msa, fv.src)
     with common.Timer() as t:
         convert_checkpoint(fv.src, fv.dst, dtype=dtype, msa=msa, seed=fv.seed,
-                           overwrite=fv.overwrite)
-        copied = [n for n in TOKENIZER_FILES if os.path.exists(os.path.join(fv.src, n))]
-        for name in copied:
-            shutil.copy(os.path.join(fv.src, name), os.path.join(fv.dst, name))
+                           overwrite=fv.overwrite)  # copies the tokenizer files too
+    copied = [n for n in TOKENIZER_FILES if os.path.exists(os.path.join(fv.dst, n))]
     out = read_config(fv.dst)
     change = [f"{cfg.param_dtype} -> {out.param_dtype}"]
     if msa is not None:
