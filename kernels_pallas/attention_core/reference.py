@@ -1,0 +1,61 @@
+"""XLA reference of the shared attention: masked softmax attention with (segment, position) keys.
+
+Key j is visible to query i iff k_seg[j] == q_seg[i] >= 0 and k_pos[j] <= q_pos[i]; a query with no
+visible key outputs zeros. Long query axes are processed in chunks of `block_q` (lax.map with
+rematerialisation), so neither the forward nor jax.grad of it holds [B, N, T, S] scores at once.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from kernels_pallas import common
+
+
+def _precision(dtype):
+  return lax.Precision.HIGHEST if jnp.dtype(dtype) == jnp.float32 else lax.Precision.DEFAULT
+
+
+def _attend_chunk(q, q_seg, q_pos, k, v, k_seg, k_pos, scale):
+  """q [B, T, N, H]; k, v [B, S, K, H]; metadata int32 -> [B, T, N, H] float32."""
+  b, t, n, h = q.shape
+  kh = k.shape[2]
+  qg = q.reshape(b, t, kh, n // kh, h)                                        # [B, T, K, G, H]
+  prec = _precision(q.dtype)
+  s = jnp.einsum("btkgh,bskh->bkgts", qg, k, precision=prec,
+                 preferred_element_type=jnp.float32) * scale                   # [B, K, G, T, S]
+  visible = ((k_seg[:, None, :] == q_seg[:, :, None]) & (q_seg[:, :, None] >= 0)
+             & (k_pos[:, None, :] <= q_pos[:, :, None]))                       # [B, T, S]
+  visible = visible[:, None, None]                                            # [B, 1, 1, T, S]
+  s = jnp.where(visible, s, -jnp.inf)
+  m = jnp.max(s, axis=-1, keepdims=True)
+  m = jnp.where(jnp.isfinite(m), m, 0.0)                      # rows with nothing visible
+  p = jnp.where(visible, jnp.exp(s - m), 0.0)                                 # [B, K, G, T, S]
+  denom = jnp.sum(p, axis=-1, keepdims=True)
+  p = p / jnp.where(denom > 0, denom, 1.0)
+  out = jnp.einsum("bkgts,bskh->btkgh", p, v.astype(jnp.float32), precision=lax.Precision.HIGHEST)
+  return out.reshape(b, t, n, h)
+
+
+def masked_attention(q, q_seg, q_pos, k, v, k_seg, k_pos, *, scale: float, block_q: int = 512):
+  """q [B, T, N, H]; q_seg, q_pos [B, T]; k, v [B, S, K, H]; k_seg, k_pos [B, S] -> [B, T, N, H]
+  in q.dtype (float32 accumulation)."""
+  t = q.shape[1]
+  if t <= block_q:
+    return _attend_chunk(q, q_seg, q_pos, k, v, k_seg, k_pos, scale).astype(q.dtype)
+  tp = common.round_up(t, block_q)
+  nc = tp // block_q
+
+  def chunks(x, fill):  # [B, T, ...] -> [nc, B, block_q, ...]
+    x = common.pad_axis(x, 1, tp, fill)
+    return jnp.moveaxis(x.reshape(x.shape[0], nc, block_q, *x.shape[2:]), 1, 0)
+
+  @jax.checkpoint
+  def one(args):
+    qc, sc, pc = args
+    return _attend_chunk(qc, sc, pc, k, v, k_seg, k_pos, scale)
+
+  out = lax.map(one, (chunks(q, 0), chunks(q_seg, -1), chunks(q_pos, 0)))      # [nc, B, bq, N, H]
+  out = jnp.moveaxis(out, 0, 1).reshape(q.shape[0], tp, *q.shape[2:])
+  return out[:, :t].astype(q.dtype)

@@ -1,0 +1,1 @@
+"""document_attention op: reference (XLA), pallas (Triton), api (dispatcher)."""

@@ -1,0 +1,1 @@
+"""routing op: reference (XLA), pallas (Triton), api (dispatcher)."""

@@ -1,0 +1,1 @@
+"""sparse_memory_attention op: reference (XLA), pallas (Triton), api (dispatcher)."""
