@@ -196,7 +196,11 @@ class MSAModel:
             return Answer(self.decode(new[0]).strip(), [], choices[0])
         texts = {bank.doc_ids[s]: bank.doc_texts[s] or self.decode(bank.doc_tokens[s], False)
                  for s in bank.live_slots()}
-        session = _InterleaveSession(self, bank, sampling, placement)
+        intro = self.tokenizer.encode(self.template.answer_intro.format(question=question),
+                                      allow_special=True)
+        budget = bucket(max(max_new_tokens, answer_tokens), 8)  # one decode loop for all rounds
+        session = _InterleaveSession(self, bank, sampling, placement, budget,
+                                     reserve=bucket(len(intro), 8) + budget)
         return memory_interleave(session, _KnownIds(self), question, texts, self.template,
                                  max_rounds, max_new_tokens, answer_tokens)
 
@@ -220,8 +224,10 @@ class _KnownIds:
 class _InterleaveSession:
     """RoundModel over an MSAModel and a bank; keeps the last round's cache for the answer."""
 
-    def __init__(self, model: MSAModel, bank: MemoryBank, sampling: Sampling, placement):
+    def __init__(self, model: MSAModel, bank: MemoryBank, sampling: Sampling, placement,
+                 budget: int, reserve: int):
         self.model, self.bank, self.sampling, self.placement = model, bank, sampling, placement
+        self.budget, self.reserve = budget, reserve  # decode-loop size; room for the answer
         self.last = None  # (cache, next positions)
 
     def retrieve_round(self, row: QueryRow, max_new_tokens: int, stop_ids: Sequence[int]):
@@ -230,7 +236,7 @@ class _InterleaveSession:
         new, pre = generate_from_memory(
             m.cfg, m.params, view, jnp.asarray(self.bank.prefix_k),
             jnp.asarray(self.bank.prefix_v), [row], max_new_tokens, self.sampling, stop_ids,
-            select, fetch)
+            select, fetch, self.budget, self.reserve)
         self.last = (pre.cache, pre.positions + len(new[0]))
         return new[0], m._choices(self.bank, pre.choices[0])
 
@@ -241,7 +247,7 @@ class _InterleaveSession:
         cache = grow_cache(cache, bucket(len(block), 8) + bucket(max_new_tokens, 8))
         logits, cache, pos = append_block(m.cfg, m.params, cache, pos, [list(block)])
         new, _ = sample_tokens(m.cfg, m.params, cache, logits, pos, max_new_tokens,
-                               self.sampling, stop_ids, m.cfg.pad_token_id or 0)
+                               self.sampling, stop_ids, m.cfg.pad_token_id or 0, self.budget)
         return new[0]
 
 

@@ -95,9 +95,12 @@ def decode_loop(cfg: ModelConfig, params, cache: KVCache, logits: Array, positio
 
 def sample_tokens(cfg: ModelConfig, params, cache: KVCache, logits: Array, positions: Array,
                   max_new_tokens: int, sampling: Sampling, eos_ids: Sequence[int],
-                  pad_id: int) -> tuple[list[list[int]], KVCache]:
-    """Run the decode loop from prefill outputs; returns the new tokens per row (EOS included)."""
-    budget = bucket(max_new_tokens, 8)
+                  pad_id: int, budget: int | None = None) -> tuple[list[list[int]], KVCache]:
+    """Run the decode loop from prefill outputs; returns the new tokens per row (EOS included).
+    `budget` (static; default: max_new_tokens bucketed) sizes the compiled loop's buffers."""
+    budget = budget or bucket(max_new_tokens, 8)
+    if budget < max_new_tokens:
+        raise ValueError(f"budget {budget} < max_new_tokens {max_new_tokens}")
     if int(cache.index) + budget > cache.capacity:
         raise ValueError(f"KV cache of {cache.capacity} slots cannot hold {budget} more tokens "
                          f"after {int(cache.index)}")

@@ -146,12 +146,15 @@ def append_block(cfg: ModelConfig, params, cache: KVCache, positions: Array,
 def generate_from_memory(cfg: ModelConfig, params, memory: MemoryView, prefix_k, prefix_v,
                          rows: Sequence[QueryRow], max_new_tokens: int,
                          sampling: Sampling = Sampling(), stop_ids: Sequence[int] = (),
-                         select: SelectFn | None = None, fetch: FetchFn | None = None):
+                         select: SelectFn | None = None, fetch: FetchFn | None = None,
+                         budget: int | None = None, reserve: int = 0):
     """Prefill `rows` against the memory and decode. Returns (new tokens per row, PrefillResult
-    whose cache holds the decoded tokens too)."""
-    budget = bucket(max_new_tokens, 8)
-    pre = prefill_rows(cfg, params, memory, prefix_k, prefix_v, rows, budget, select, fetch)
+    whose cache holds the decoded tokens too). `budget` sizes the decode loop (default: the
+    bucketed max_new_tokens); `reserve` leaves that many more cache slots (for later blocks)."""
+    budget = budget or bucket(max_new_tokens, 8)
+    pre = prefill_rows(cfg, params, memory, prefix_k, prefix_v, rows, budget + reserve, select,
+                       fetch)
     new, cache = sample_tokens(cfg, params, pre.cache, pre.logits, pre.positions, max_new_tokens,
-                               sampling, stop_ids, cfg.pad_token_id or 0)
+                               sampling, stop_ids, cfg.pad_token_id or 0, budget)
     pre.cache = cache
     return new, pre

@@ -8,6 +8,7 @@ import functools
 import json
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from safetensors.numpy import load_file
@@ -26,6 +27,11 @@ from msa_jax.model.query import local_select, prefill_with_memory, prefix_cache
 from msa_jax.model.router import document_scores, reduce_mask, routing_query
 from msa_jax.model.train_forward import TrainBatch, train_forward
 from msa_jax.training.losses import lm_loss, routing_loss
+
+
+# jitted once here (eager op-by-op dispatch of whole forwards is slow on CPU)
+_step = jax.jit(forward_step, static_argnames=("cfg", "route", "collect_hidden"))
+_train = jax.jit(train_forward, static_argnames=("cfg", "num_docs"))
 
 
 class Fixture:
@@ -247,8 +253,8 @@ class Fixture:
             pos = pos + 1
             fed_pos.append(pos)
             k_time, q_time = step_times(cache.index, jnp.ones((len(tok), 1), jnp.int32))
-            h, cache, _ = forward_step(cfg, params, cache, jnp.asarray(tok[:, None], jnp.int32),
-                                       jnp.asarray(pos[:, None], jnp.int32), k_time, q_time)
+            h, cache, _ = _step(cfg, params, cache, jnp.asarray(tok[:, None], jnp.int32),
+                                jnp.asarray(pos[:, None], jnp.int32), k_time, q_time)
             logits = np.asarray(logits_of(cfg, params, h))[:, 0]
             step_logits.append(logits)
         greedy.append(logits.argmax(-1))
@@ -280,7 +286,7 @@ class Fixture:
             mask = jnp.asarray(x[f"step{step}_attention_mask"], jnp.int32)
             pos = jnp.asarray(x[f"step{step}_position_ids"], jnp.int32)
             k_time, q_time = step_times(cache.index, mask, bidirectional)
-            h, cache, _ = forward_step(cfg, params, cache, ids, pos, k_time, q_time)
+            h, cache, _ = _step(cfg, params, cache, ids, pos, k_time, q_time)
             logits = np.asarray(logits_of(cfg, params, h))
             out[f"step{step}_logits"] = logits[:, 0] if step == 1 else logits
             for k in ("input_ids", "attention_mask", "position_ids"):
@@ -317,7 +323,7 @@ class Fixture:
         arr = lambda k: jnp.asarray(t[k], jnp.int32)  # noqa: E731
         batch = TrainBatch(arr("input_ids"), arr("position_ids"), arr("doc_ids"),
                            arr("attention_mask"), arr("labels"), jnp.asarray(doc_labels))
-        outputs = train_forward(cfg, params, batch, m)
+        outputs = _train(cfg, params, batch, m)
         lm = lm_loss(logits_of(cfg, params, outputs.hidden), batch.labels)
         aux = routing_loss(cfg, outputs.doc_scores, batch.doc_labels)
         msa = cfg.msa

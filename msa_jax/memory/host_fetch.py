@@ -1,0 +1,84 @@
+"""Fetching the selected documents' pooled K/V from a host-resident content tier (docs/msa.md §7).
+
+The content tier (per router layer [S*Cs, K, H]) lives in host memory (`memory_kind="pinned_host"`),
+sharded over the mesh's memory axis like the routing tier. A host array cannot be gathered inside
+a computation (XLA wants every operand of a gather in one memory space), but it can be dynamically
+sliced. So each memory shard walks the selected documents it owns, slices each one's window of Cd
+chunk rows out of its host slab and moves only that window to device memory; a `psum` over the
+memory axis then hands every device the selected chunks of its batch rows (each document has
+exactly one owner, the others contribute zeros). Device-side traffic per question is B x k x Cd
+rows per router layer, whatever the size of the bank.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.sharding import Mesh, PartitionSpec as P
+
+from msa_jax.model.query import MemoryView
+
+Array = jax.Array
+MEMORY, DATA = "memory", "data"
+
+
+def batch_axis(mesh: Mesh, batch: int) -> str | None:
+    """Shard question rows over the data axis when they divide evenly, else replicate them."""
+    return DATA if batch % mesh.shape[DATA] == 0 else None
+
+
+def _own_windows(tiers: tuple[Array, ...], starts: Array, window: int,
+                 axes: tuple[str, ...]) -> tuple[Array, ...]:
+    """tiers: [Cs, K, H] each (this shard, host); starts [D] global chunk rows of the selected
+    documents -> per tier [D, window, K, H] in device memory: the windows this shard owns, zeros
+    elsewhere. `axes`: the mesh axes the result varies over (for shard_map's type check)."""
+    cs, kh = tiers[0].shape[0], tiers[0].shape[1:]
+    local = starts - lax.axis_index(MEMORY) * cs  # [D]
+    own = (local >= 0) & (local < cs)
+    order = jnp.argsort(jnp.logical_not(own), stable=True)  # owned documents first
+    outs = tuple(lax.pcast(jnp.zeros((starts.shape[0], window) + kh, t.dtype), axes, to="varying")
+                 for t in tiers)
+
+    def body(j, outs):
+        d = order[j]
+        new = []
+        for out, tier in zip(outs, tiers):
+            block = lax.dynamic_slice(tier, (local[d], 0, 0), (window,) + kh)
+            block = jax.device_put(block, jax.memory.Space.Device)  # host -> device: this window
+            new.append(lax.dynamic_update_slice(out, block[None], (d, 0, 0, 0)))
+        return tuple(new)
+
+    return lax.fori_loop(0, jnp.sum(own), body, outs)  # only the owned documents
+
+
+@dataclasses.dataclass(frozen=True)
+class HostFetch:
+    """The `fetch` hook of a MemoryPlacement (model/query.py FetchFn); hashable, so a static jit
+    argument. Relies on chunk_idx being laid out [B, k, max_doc_chunks] with each document's
+    chunks consecutive (model/router.py `selected_chunks`): one window per document."""
+
+    mesh: Mesh
+
+    def __call__(self, memory: MemoryView, r: int, chunk_idx: Array) -> tuple[Array, Array]:
+        b, s = chunk_idx.shape
+        cd = memory.max_doc_chunks
+        if s % cd:
+            raise ValueError(f"chunk_idx has {s} chunks per row, not a multiple of "
+                             f"max_doc_chunks={cd}")
+        starts = chunk_idx.reshape(b, s // cd, cd)[:, :, 0]  # [B, k] first chunk of each document
+        rows = batch_axis(self.mesh, b)
+
+        def shard(ck, cv, starts):  # ck, cv [Cs, K, H] (host); starts [b, k]
+            flat = starts.reshape(-1)
+            axes = (MEMORY,) if rows is None else (MEMORY, DATA)
+            k, v = _own_windows((ck, cv), flat, cd, axes)  # [b*k, Cd, K, H] each
+            shape = starts.shape[:1] + (s,) + ck.shape[1:]
+            return lax.psum(k.reshape(shape), MEMORY), lax.psum(v.reshape(shape), MEMORY)
+
+        tier = P(MEMORY)
+        return jax.shard_map(shard, mesh=self.mesh, in_specs=(tier, tier, P(rows)),
+                             out_specs=(P(rows), P(rows)))(memory.content_k[r],
+                                                           memory.content_v[r], starts)

@@ -1,0 +1,326 @@
+"""Memory parallel: a bank's documents sharded over a mesh (docs/msa.md §7, memory_parallel.md).
+
+    placement = MemoryPlacement(memory_mesh())           # every device on the memory axis
+    model.ask_tokens(rows, bank, placement=placement)    # same answers as on one device
+
+The routing tier is, per router layer, a [S*Cs, K, H] device array sharded over the mesh's memory
+axis (S shards of Cs chunk rows; documents balanced by chunk count, memory/shard_plan.py); the
+content tier has the same layout in host memory (`content_memory_kind`). Per router layer,
+`select` broadcasts the routing queries to every shard, which scores its own documents and keeps
+a local top-k; the candidates are all-gathered and reduced to the global top-k, ties going to the
+lower bank slot as `lax.top_k` does on one device, so answers do not depend on the number of
+devices. `fetch` (memory/host_fetch.py) moves only the selected documents' chunks to device
+memory. Question rows are split over the data axis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import weakref
+from typing import Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from kernels_pallas import topk_documents
+from msa_jax.config import ModelConfig
+from msa_jax.memory import capacity
+from msa_jax.memory.bank import MemoryBank
+from msa_jax.memory.distributed import DistributedBank
+from msa_jax.memory.encoder import DocInput, encode_documents
+from msa_jax.memory.host_fetch import DATA, MEMORY, HostFetch, batch_axis
+from msa_jax.memory.shard_plan import ShardPlan, plan_bank
+from msa_jax.model.query import MemoryView, RoutingInfo
+from msa_jax.model.router import document_scores
+from msa_jax.sharding import make_mesh
+
+Array = jax.Array
+NO_SLOT = np.iinfo(np.int32).max  # a candidate that is no document (sorts after every slot)
+TIERS = ("routing_keys", "content_k", "content_v")
+MOST_SHARDS = 4096  # the largest memory axis a capacity hint considers
+
+
+@flax.struct.dataclass
+class ShardedMemoryView(MemoryView):
+    """A MemoryView laid out over the memory axis: each tier is a tuple of R arrays [S*Cs, K, H],
+    chunk rows shard-major (row j of shard s is s * Cs + j); chunk_doc still holds bank slots, so
+    the view is valid for `local_select` too.
+    chunk_local_doc [S*Cs]: each row's document index inside its shard (-1 empty);
+    local_doc_slot [S*Ms]: the bank slot of each shard-local document (-1 empty)."""
+
+    chunk_local_doc: Array
+    local_doc_slot: Array
+
+
+def memory_mesh(data: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A (data, memory, model=1) mesh over `devices` (default: every device of every process) in
+    which the devices of one memory shard belong to one process and each process's shards are
+    consecutive (a process holds, and encodes, only its own documents)."""
+    devices = list(devices if devices is not None else jax.devices())
+    by_process: dict[int, list] = {}
+    for d in devices:
+        by_process.setdefault(d.process_index, []).append(d)
+    columns = []
+    for p in sorted(by_process):
+        if len(by_process[p]) % data:
+            raise ValueError(f"process {p} has {len(by_process[p])} devices, not a multiple of "
+                             f"data={data}")
+        columns.append(np.array(by_process[p], dtype=object).reshape(data, -1))
+    grid = np.concatenate(columns, axis=1)  # [data, S]
+    return make_mesh(data, grid.shape[1], 1, devices=list(grid.reshape(-1)))
+
+
+def merge_candidates(scores: Array, slots: Array, k: int) -> tuple[Array, Array, Array]:
+    """Candidates of every shard, scores and slots [B, n] -> the k best (ids, scores, valid) [B, k],
+    by descending score then ascending slot: what top-k over all documents picks."""
+    if scores.shape[1] < k:  # fewer candidates than k: pad with non-documents
+        pad = ((0, 0), (0, k - scores.shape[1]))
+        scores = jnp.pad(scores, pad, constant_values=-jnp.inf)
+        slots = jnp.pad(slots, pad, constant_values=NO_SLOT)
+    neg, slots = lax.sort((0.0 - scores, slots), dimension=1, num_keys=2)  # 0.0 - x: no -0.0
+    top = -neg[:, :k]
+    valid = jnp.isfinite(top)
+    return jnp.where(valid, slots[:, :k], 0), top, valid
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardedSelect:
+    """The `select` hook of a MemoryPlacement (model/query.py SelectFn): local scores and top-k
+    per memory shard, candidates gathered, global top-k. Hashable: a static jit argument."""
+
+    mesh: Mesh
+
+    def __call__(self, cfg: ModelConfig, memory: ShardedMemoryView, r: int, qr: Array,
+                 routing_mask: Array) -> RoutingInfo:
+        k = min(cfg.msa.top_k_docs, memory.num_docs)
+        ms = memory.local_doc_slot.shape[0] // self.mesh.shape[MEMORY]  # documents per shard
+        local_k = min(k, ms)
+        rows = batch_axis(self.mesh, qr.shape[0])
+
+        def shard(qr, mask, kr, local_doc, doc_slot):  # qr [b,T,N,H]; kr [Cs,K,H]; doc_slot [Ms]
+            scores = document_scores(cfg, qr, mask, kr, local_doc, ms,
+                                     cfg.msa.inference_cosine)  # [b, Ms]
+            top, local = topk_documents(scores, local_k)  # [b, k']
+            slot = jnp.where(jnp.isfinite(top), doc_slot[local], NO_SLOT)
+            gather = lambda x: lax.all_gather(x, MEMORY, axis=1, tiled=True,  # noqa: E731
+                                              to="invarying")  # [b, S*k']
+            return merge_candidates(gather(top), gather(slot), k)
+
+        shards = P(MEMORY)
+        ids, scores, valid = jax.shard_map(
+            shard, mesh=self.mesh, in_specs=(P(rows), P(rows), shards, shards, shards),
+            out_specs=(P(rows),) * 3)(qr, routing_mask, memory.routing_keys[r],
+                                      memory.chunk_local_doc, memory.local_doc_slot)
+        return RoutingInfo(ids, scores, valid, None)
+
+
+@dataclasses.dataclass
+class _Placed:
+    plan: ShardPlan
+    view: ShardedMemoryView
+    snapshot: tuple
+
+
+def _snapshot(bank) -> tuple:
+    """What identifies a bank's contents (per slot): any change but an append alters a prefix."""
+    if isinstance(bank, DistributedBank):
+        return ()  # immutable
+    return (list(bank.doc_ids), list(bank.doc_num_chunks), list(bank.doc_chunk_offset),
+            list(bank.doc_tokens))
+
+
+class MemoryPlacement:
+    """Where a bank lives on a mesh with `data` and `memory` axes; see the module docstring.
+
+    content_memory_kind: "pinned_host" (the paper's layout), "unpinned_host" or "device".
+    device_budget_bytes / host_budget_bytes: refuse (BankError, with the numbers) a bank whose
+    shard does not fit, per device / in pinned host memory per process; `demand` says what else
+    a device holds (question batch, top-k, weights, activations).
+    `view`, `select`, `fetch` are what `MSAModel.ask(..., placement=)` uses.
+    """
+
+    def __init__(self, mesh: Mesh | None = None, content_memory_kind: str = "pinned_host",
+                 device_budget_bytes: int | None = None, host_budget_bytes: int | None = None,
+                 demand: capacity.Demand = capacity.Demand()):
+        self.mesh = mesh if mesh is not None else memory_mesh()
+        missing = {DATA, MEMORY} - set(self.mesh.axis_names)
+        if missing:
+            raise ValueError(f"the mesh needs axes {sorted(missing)} (msa_jax.sharding.make_mesh)")
+        if content_memory_kind not in ("pinned_host", "unpinned_host", "device"):
+            raise ValueError(f"content_memory_kind={content_memory_kind!r}; expected pinned_host, "
+                             f"unpinned_host or device")
+        self.content_memory_kind = content_memory_kind
+        self.device_budget_bytes, self.host_budget_bytes = device_budget_bytes, host_budget_bytes
+        self.demand = demand
+        self.select = ShardedSelect(self.mesh)
+        self.fetch = HostFetch(self.mesh)
+        self._placed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._writers: dict[str, object] = {}
+        self.stats = {"built": 0, "appended": 0}  # views built from scratch / grown in place
+
+    @classmethod
+    def for_bank(cls, bank, device_budget_bytes: int, devices: Sequence[jax.Device] | None = None,
+                 data: int = 1, **kwargs) -> "MemoryPlacement":
+        """A placement over the fewest devices (memory shards) whose per-device share of `bank`
+        fits `device_budget_bytes`; BankError (with the numbers) if all of `devices` do not."""
+        devices = list(devices if devices is not None else jax.devices())
+        probe = cls(memory_mesh(data, devices), device_budget_bytes=device_budget_bytes, **kwargs)
+        probe.check_capacity(bank)  # refuses up front when even every device is not enough
+        need = capacity.fewest_shards(lambda n: probe._fits(bank, n), len(devices) // data)
+        return cls(memory_mesh(data, devices[:need * data]),
+                   device_budget_bytes=device_budget_bytes, **kwargs)
+
+    @property
+    def num_shards(self) -> int:
+        return self.mesh.shape[MEMORY]
+
+    # -- planning --------------------------------------------------------------------------------
+    def plan(self, bank, num_shards: int | None = None) -> ShardPlan:
+        """The shard layout of `bank` (a MemoryBank or a DistributedBank) on this mesh, or, for
+        capacity estimates, on `num_shards` shards of one process."""
+        if isinstance(bank, DistributedBank):
+            if num_shards is None:
+                return bank.shard_plan(self.mesh)  # collectives: every process calls it
+            return plan_bank(bank.doc_num_chunks, np.zeros(bank.num_slots), num_shards)
+        return plan_bank(bank.doc_num_chunks, bank.doc_chunk_offset, num_shards or self.num_shards)
+
+    def capacity(self, bank, plan: ShardPlan | None = None) -> capacity.Capacity:
+        """Bytes per device and per process of `bank` on this placement."""
+        plan = plan or self.plan(bank)
+        local = sum(d.process_index == jax.process_index() for d in self.mesh.devices.flat)
+        return capacity.estimate(bank.spec, plan.num_shards, plan.shard_chunks,
+                                 plan.max_doc_chunks, self.demand, self.mesh.shape[DATA],
+                                 self.content_memory_kind == "device", local)
+
+    def _fits(self, bank, num_shards: int) -> bool:
+        """Whether `bank` over num_shards memory shards fits the device budget."""
+        p = self.plan(bank, num_shards)
+        cap = capacity.estimate(bank.spec, num_shards, p.shard_chunks, p.max_doc_chunks,
+                                self.demand, self.mesh.shape[DATA],
+                                self.content_memory_kind == "device")
+        return self.device_budget_bytes is None or cap.device <= self.device_budget_bytes
+
+    def check_capacity(self, bank, plan: ShardPlan | None = None):
+        """Raise BankError (with the numbers) if `bank` does not fit the budgets."""
+        cap = self.capacity(bank, plan)
+        total = capacity.describe_bank(bank.spec, bank.num_docs, int(np.sum(bank.doc_num_chunks)))
+        capacity.check(cap, self.device_budget_bytes, self.host_budget_bytes,
+                       lambda: capacity.fewest_shards(lambda n: self._fits(bank, n), MOST_SHARDS),
+                       total)
+
+    # -- the view --------------------------------------------------------------------------------
+    def view(self, bank) -> ShardedMemoryView:
+        """The sharded MemoryView of `bank`, cached until the bank changes; appended documents
+        are written into the existing tiers in place (only their rows move) when they fit."""
+        snap = _snapshot(bank)
+        placed = self._placed.get(bank)
+        if placed is not None and placed.snapshot == snap:
+            return placed.view
+        grown = self._append(bank, placed, snap) if placed is not None else None
+        if grown is None:
+            plan = self.plan(bank)
+            self.check_capacity(bank, plan)
+            grown = _Placed(plan, self._assemble(bank, plan, self._tiers(bank, plan)), snap)
+            self.stats["built"] += 1
+        else:
+            self.stats["appended"] += 1
+        self._placed[bank] = grown
+        return grown.view
+
+    def encode(self, cfg: ModelConfig, params, docs: Sequence[DocInput | Sequence[int]],
+               bank: MemoryBank | None = None, **kwargs) -> MemoryBank:
+        """Encode documents straight into the sharded tiers: after each stage-1 block its
+        documents' chunks are written into their shards (memory/encoder.py for kwargs).
+        Token-id lists get ids "n", "n+1", ... after the bank's slots."""
+        first = bank.num_slots if bank is not None else 0
+        docs = [d if isinstance(d, DocInput) else DocInput(str(first + i), tuple(map(int, d)))
+                for i, d in enumerate(docs)]
+        kwargs.setdefault("show_progress", False)
+        return encode_documents(cfg, params, docs, bank=bank, on_block=self.view, **kwargs)
+
+    # -- building arrays -------------------------------------------------------------------------
+    def _sharded(self, shape, spec: P, kind: str, make, rows: int) -> Array:
+        """A global array whose memory-axis shard s is make(s) (built once per shard, only for
+        the shards this process holds)."""
+        axis = list(spec).index(MEMORY)
+        built: dict[int, np.ndarray] = {}
+
+        def piece(index):
+            s = (index[axis].start or 0) // rows
+            if s not in built:
+                built[s] = make(s)
+            return built[s]
+
+        sharding = NamedSharding(self.mesh, spec, memory_kind=kind)
+        return jax.make_array_from_callback(shape, sharding, piece)
+
+    def _replicated(self, x: np.ndarray) -> Array:
+        return jax.make_array_from_callback(x.shape, NamedSharding(self.mesh, P()),
+                                            lambda index: x[index])
+
+    def _kind(self, name: str) -> str:
+        return "device" if name == "routing_keys" else self.content_memory_kind
+
+    def _tiers(self, bank, plan: ShardPlan) -> dict[str, tuple[Array, ...]]:
+        """Per tier, R arrays [S*Cs, K, H] (one per router layer)."""
+        shape = bank.spec.chunk_shape(plan.num_shards * plan.shard_chunks)[1:]
+
+        def layer(name: str, r: int) -> Array:
+            tier = bank.tier(name)[r]  # [C, K, H], this process's chunks
+            return self._sharded(shape, P(MEMORY), self._kind(name),
+                                 lambda i: plan.tier_slab(i, tier), plan.shard_chunks)  # built now
+
+        return {name: tuple(layer(name, r) for r in range(bank.spec.num_router_layers))
+                for name in TIERS}
+
+    def _assemble(self, bank, plan: ShardPlan, tiers: dict) -> ShardedMemoryView:
+        s, cs, ms = plan.num_shards, plan.shard_chunks, plan.shard_docs
+        per_chunk = lambda f: self._sharded((s * cs,), P(MEMORY), "device", f, cs)  # noqa: E731
+        offset, count = plan.doc_arrays()
+        return ShardedMemoryView(
+            tiers["routing_keys"], tiers["content_k"], tiers["content_v"],
+            per_chunk(plan.chunk_doc), self._replicated(offset), self._replicated(count),
+            max_doc_chunks=plan.max_doc_chunks,
+            chunk_local_doc=per_chunk(lambda i: plan.chunk_doc(i, local=True)),
+            local_doc_slot=self._sharded((s * ms,), P(MEMORY), "device", plan.local_doc_slot, ms))
+
+    def _append(self, bank, placed: _Placed, snap: tuple) -> _Placed | None:
+        """Write appended documents into the existing tiers; None if a rebuild is needed."""
+        old = placed.plan
+        n = len(old.assign.shard)
+        if not snap or any(now[:n] != before for now, before in zip(snap, placed.snapshot)):
+            return None  # not an append (deleted, compacted, or a distributed bank)
+        plan = plan_bank(bank.doc_num_chunks, bank.doc_chunk_offset, old.num_shards, old.assign)
+        used = old.assign.used
+        grow = int((plan.assign.used - used).max(initial=0))
+        width = max(8, 1 << (grow - 1).bit_length())  # powers of two: few compiled writers
+        if plan.shape_key != old.shape_key or np.any(used + width > old.shard_chunks):
+            return None
+        starts = self._sharded((old.num_shards,), P(MEMORY), "device",
+                               lambda i: used[i:i + 1].astype(np.int32), 1)
+        shape = bank.spec.chunk_shape(old.num_shards * width)[1:]
+        tiers = {}
+        for name in TIERS:
+            kind, layers = self._kind(name), []
+            for r, current in enumerate(getattr(placed.view, name)):
+                rows = self._sharded(shape, P(MEMORY), kind, lambda i, t=bank.tier(name)[r]:
+                                     plan.tier_slab(i, t, n, used[i], width), width)  # [S*u,K,H]
+                layers.append(self._writer(kind)(current, rows, starts))
+            tiers[name] = tuple(layers)
+        return _Placed(plan, self._assemble(bank, plan, tiers), snap)
+
+    def _writer(self, kind: str):
+        """jit: (tier [S*Cs, K, H], rows [S*u, K, H], starts [S]) -> tier with shard s's rows
+        written at starts[s]; the old tier is donated (updated in place)."""
+        if kind not in self._writers:
+            spec = P(MEMORY)
+            write = lambda t, x, at: lax.dynamic_update_slice(t, x, (at[0], 0, 0))  # noqa: E731
+            self._writers[kind] = jax.jit(
+                jax.shard_map(write, mesh=self.mesh, in_specs=(spec, spec, spec), out_specs=spec),
+                donate_argnums=0, out_shardings=NamedSharding(self.mesh, spec, memory_kind=kind))
+        return self._writers[kind]
+
