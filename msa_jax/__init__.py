@@ -12,10 +12,11 @@ from msa_jax.convert import CheckpointError
 from msa_jax.inference.interleave import Answer, PromptTemplate
 from msa_jax.inference.sampling import Sampling
 from msa_jax.memory.bank import BankError, MemoryBank
+from msa_jax.memory.parallel import MemoryPlacement
 from msa_jax.memory.store import load_bank, save_bank
 
 __version__ = "0.1.0"
 
 __all__ = ["Answer", "BankError", "CheckpointError", "ConfigError", "MSAConfig", "MSAModel",
-           "MemoryBank", "ModelConfig", "PromptTemplate", "Sampling", "from_pretrained",
+           "MemoryBank", "MemoryPlacement", "ModelConfig", "PromptTemplate", "Sampling", "from_pretrained",
            "load_bank", "preset", "save_bank"]
