@@ -161,7 +161,7 @@ class MSAModel:
 
     def _choices(self, bank: MemoryBank, choices: list[LayerChoice]) -> list[LayerChoice]:
         """Bank slots -> document ids."""
-        return [LayerChoice(c.layer, [bank.doc_ids[s] for s in c.slots], c.scores)
+        return [LayerChoice(c.layer, [bank.doc_ids[s] for s in c.docs], c.scores)
                 for c in choices]
 
     def ask_tokens(self, rows: Sequence[QueryRow], bank: MemoryBank, max_new_tokens: int = 32,

@@ -31,7 +31,7 @@ def test_encode_and_ask(model):
     assert isinstance(one.text, str)
     assert [c.layer for c in one.answer_routing] == [2, 3]
     for c in one.answer_routing:
-        assert len(c.slots) == 2 and set(c.slots) <= set(DOCS)
+        assert len(c.docs) == 2 and set(c.docs) <= set(DOCS)
         assert c.scores == sorted(c.scores, reverse=True)
     many = model.ask("What colour is the sky of Vega?", bank, max_rounds=2, max_new_tokens=4,
                      answer_tokens=4)

@@ -104,7 +104,7 @@ def routing_lines(choices: Sequence, references: Iterable[str] = (), indent: str
     lines = []
     for c in choices:
         docs = "  ".join(f"[{d}]{'*' if d in refs else ''} {s:.4f}"
-                         for d, s in zip(c.slots, c.scores))
+                         for d, s in zip(c.docs, c.scores))
         lines.append(f"{indent}layer {c.layer:>2}: {docs or '(no documents)'}")
     return lines
 
@@ -122,9 +122,9 @@ def recall(choices: Sequence, references: Sequence[str]) -> dict | None:
     refs = set(references)
     if not refs:
         return None
-    union = set().union(*(c.slots for c in choices)) if choices else set()
+    union = set().union(*(c.docs for c in choices)) if choices else set()
     return {"union": len(refs & union) / len(refs),
-            "per_layer": {c.layer: len(refs & set(c.slots)) / len(refs) for c in choices}}
+            "per_layer": {c.layer: len(refs & set(c.docs)) / len(refs) for c in choices}}
 
 
 def recall_lines(recalls: Sequence[dict], k: int) -> list[str]:
@@ -157,7 +157,7 @@ def answer_record(question: str, answer, references: Sequence[str] = (),
                   query_id: str | None = None, seconds: float | None = None) -> dict:
     """A JSON-ready record of one answer (for --json_out)."""
     def layers(choices):
-        return [{"layer": c.layer, "documents": list(c.slots),
+        return [{"layer": c.layer, "documents": list(c.docs),
                  "scores": [float(s) for s in c.scores]} for c in choices]
 
     record = {"id": query_id, "question": question, "answer": answer.text,

@@ -51,10 +51,11 @@ class QueryRow:
 
 @dataclasses.dataclass
 class LayerChoice:
-    """The documents one router layer selected for one row (bank slots, descending score)."""
+    """The documents one router layer selected for one row, in descending score: bank slots
+    here, document ids in the answers of msa_jax.api."""
 
     layer: int
-    slots: list[int]
+    docs: list
     scores: list[float]
 
 

@@ -49,7 +49,25 @@ class BankSpec:
         return (self.num_router_layers, n, self.num_kv_heads, self.head_dim)
 
 
-class MemoryBank:
+class DocumentSlots:
+    """Document-slot bookkeeping shared by banks: `doc_ids[slot]` is None for a deleted slot."""
+
+    doc_ids: list[str | None]
+
+    @property
+    def num_slots(self) -> int:
+        """Document slots, deleted ones included (the M axis of scores)."""
+        return len(self.doc_ids)
+
+    @property
+    def num_docs(self) -> int:
+        return sum(d is not None for d in self.doc_ids)
+
+    def live_slots(self) -> list[int]:
+        return [i for i, d in enumerate(self.doc_ids) if d is not None]
+
+
+class MemoryBank(DocumentSlots):
     """Documents encoded into pooled chunks; see the module docstring."""
 
     def __init__(self, spec: BankSpec, prefix_k: np.ndarray, prefix_v: np.ndarray):
@@ -69,15 +87,6 @@ class MemoryBank:
         self._view_cache: dict = {}
 
     # -- sizes -----------------------------------------------------------------------------------
-    @property
-    def num_slots(self) -> int:
-        """Document slots, deleted ones included (the M axis of scores)."""
-        return len(self.doc_ids)
-
-    @property
-    def num_docs(self) -> int:
-        return sum(d is not None for d in self.doc_ids)
-
     @property
     def num_chunks(self) -> int:
         """Chunk slots in use (tombstoned ones included)."""
@@ -105,9 +114,6 @@ class MemoryBank:
             return self.doc_ids.index(str(doc_id))
         except ValueError:
             raise BankError(f"document {doc_id!r} is not in the bank") from None
-
-    def live_slots(self) -> list[int]:
-        return [i for i, d in enumerate(self.doc_ids) if d is not None]
 
     def _reserve(self, n_chunks: int):
         need = self._num_chunks + n_chunks

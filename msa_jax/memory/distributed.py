@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from msa_jax.memory.bank import BankError, MemoryBank
+from msa_jax.memory.bank import BankError, DocumentSlots, MemoryBank
 from msa_jax.memory.shard_plan import Assignment, ShardPlan
 
 EXIT_PEER_LOST = 75  # exit status of a process whose peer is gone
@@ -105,7 +105,7 @@ def _allgather_json(value) -> list:
     return [json.loads(bytes(row.astype(np.uint8)).decode()) for row in _allgather_rows(data)]
 
 
-class DistributedBank:
+class DistributedBank(DocumentSlots):
     """The global view of per-process banks (this process's documents in `local`).
 
     Slots are global: process p's local slot i is slot `slot_offset[p] + i`. Offers what
@@ -135,17 +135,6 @@ class DistributedBank:
         first = int(self.slot_offset[self.process])
         self.doc_tokens = [None] * len(self.doc_ids)
         self.doc_tokens[first:first + local.num_slots] = local.doc_tokens
-
-    @property
-    def num_slots(self) -> int:
-        return len(self.doc_ids)
-
-    @property
-    def num_docs(self) -> int:
-        return sum(d is not None for d in self.doc_ids)
-
-    def live_slots(self) -> list[int]:
-        return [i for i, d in enumerate(self.doc_ids) if d is not None]
 
     def tier(self, name: str) -> np.ndarray:
         """This process's chunks of a tier, [R, C_local, K, H]."""

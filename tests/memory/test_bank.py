@@ -159,7 +159,7 @@ def test_bad_input(model):
     _, routed = model.ask_tokens([QueryRow.build(([7, 8], ROUTING), ([4, 3, 1], CONTEXT))],
                                  bank, max_new_tokens=1)
     for choice in routed[0]:
-        assert sorted(choice.slots) == ["d0", "d1"]
+        assert sorted(choice.docs) == ["d0", "d1"]
     bank.delete(["d0", "d1"])
     with pytest.raises(BankError, match="no documents"):
         model.ask_tokens([QueryRow.build(([7, 8], ROUTING))], bank)

@@ -94,7 +94,7 @@ def test_topk_covering_every_document_equals_dense_attention(model, docs):
                        jnp.asarray(bank.prefix_v), _rows(), 8)
     for row in pre.choices:  # top-k larger than the bank: every document, once
         for choice in row:
-            assert sorted(choice.slots) == list(range(len(docs)))
+            assert sorted(choice.docs) == list(range(len(docs)))
     rows = _rows()
     length = 16
     tokens = np.zeros((2, length), np.int32)
@@ -120,12 +120,12 @@ def test_router_layers_choose_independently_and_deleted_documents_are_never_chos
     view = bank.view()
     pre = prefill_rows(cfg, params, view, jnp.asarray(bank.prefix_k), jnp.asarray(bank.prefix_v),
                        _rows(), 8)
-    first = pre.choices[0][0].slots[0]
+    first = pre.choices[0][0].docs[0]
     gone = bank.doc_ids[first]
     bank.delete([gone])
     pre2 = prefill_rows(cfg, params, bank.view(), jnp.asarray(bank.prefix_k),
                         jnp.asarray(bank.prefix_v), _rows(), 8)
     for row in pre2.choices:
         for choice in row:
-            assert first not in choice.slots
-            assert len(choice.slots) == cfg.msa.top_k_docs
+            assert first not in choice.docs
+            assert len(choice.docs) == cfg.msa.top_k_docs

@@ -62,7 +62,7 @@ def run(model, bank, rows, placement=None) -> Result:
     new, pre = generate_from_memory(model.cfg, model.params, view, jnp.asarray(bank.prefix_k),
                                     jnp.asarray(bank.prefix_v), rows, MAX_NEW,
                                     select=select, fetch=fetch)
-    slots = [[c.slots for c in row] for row in pre.choices]
+    slots = [[c.docs for c in row] for row in pre.choices]
     scores = [[c.scores for c in row] for row in pre.choices]
     return Result(new, slots, scores, np.asarray(pre.logits, np.float32))
 

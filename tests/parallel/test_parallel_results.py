@@ -29,7 +29,7 @@ def test_ask_tokens_with_placement(model, bank, rows, reference, placements):
     new, choices = model.ask_tokens(rows, bank, common.MAX_NEW, placement=placements[1, 4])
     assert new == reference.tokens
     for row, ref_row in zip(choices, reference.slots):
-        assert [c.slots for c in row] == [[bank.doc_ids[s] for s in slots] for slots in ref_row]
+        assert [c.docs for c in row] == [[bank.doc_ids[s] for s in slots] for slots in ref_row]
 
 
 def test_layout_balanced_and_sharded(bank, placements):
