@@ -40,8 +40,13 @@ def top_p_filter(logits: Array, top_p: Array) -> Array:
 
 
 def next_token(logits: Array, rng: Array, temperature: Array, top_p: Array) -> Array:
-    """logits [B, V] -> token ids [B] int32."""
-    greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    scaled = logits / jnp.maximum(temperature, 1e-6)
-    sampled = jax.random.categorical(rng, top_p_filter(scaled, top_p), axis=-1).astype(jnp.int32)
-    return jnp.where(temperature > 0, sampled, greedy)
+    """logits [B, V] -> token ids [B] int32 (greedy skips the sort and the draw)."""
+
+    def sample(logits):
+        scaled = logits / jnp.maximum(temperature, 1e-6)
+        return jax.random.categorical(rng, top_p_filter(scaled, top_p), axis=-1).astype(jnp.int32)
+
+    def greedy(logits):
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+    return jax.lax.cond(temperature > 0, sample, greedy, logits)
