@@ -18,24 +18,30 @@ def _precision(dtype):
 
 
 def _attend_chunk(q, q_seg, q_pos, k, v, k_seg, k_pos, scale):
-  """q [B, T, N, H]; k, v [B, S, K, H]; metadata int32 -> [B, T, N, H] float32."""
+  """q [B, T, N, H]; k, v [B, S, K, H]; metadata int32 -> [B, T, N, H] float32.
+
+  Batched 3-D matmuls over (batch, KV head) with the G query heads of a group stacked along the
+  rows: a 5-D einsum here ran ~3x slower on XLA:CPU."""
   b, t, n, h = q.shape
-  kh = k.shape[2]
-  qg = q.reshape(b, t, kh, n // kh, h)                                        # [B, T, K, G, H]
+  s_len, kh = k.shape[1], k.shape[2]
+  g = n // kh
   prec = _precision(q.dtype)
-  s = jnp.einsum("btkgh,bskh->bkgts", qg, k, precision=prec,
-                 preferred_element_type=jnp.float32) * scale                   # [B, K, G, T, S]
+  qg = q.reshape(b, t, kh, g, h).transpose(0, 2, 3, 1, 4).reshape(b * kh, g * t, h)  # [BK, GT, H]
+  kt = k.transpose(0, 2, 3, 1).reshape(b * kh, h, s_len)                          # [BK, H, S]
+  s = jnp.matmul(qg, kt, precision=prec, preferred_element_type=jnp.float32) * scale
+  s = s.reshape(b, kh, g, t, s_len)                                               # [B, K, G, T, S]
   visible = ((k_seg[:, None, :] == q_seg[:, :, None]) & (q_seg[:, :, None] >= 0)
              & (k_pos[:, None, :] <= q_pos[:, :, None]))                       # [B, T, S]
   visible = visible[:, None, None]                                            # [B, 1, 1, T, S]
   s = jnp.where(visible, s, -jnp.inf)
   m = jnp.max(s, axis=-1, keepdims=True)
   m = jnp.where(jnp.isfinite(m), m, 0.0)                      # rows with nothing visible
-  p = jnp.where(visible, jnp.exp(s - m), 0.0)                                 # [B, K, G, T, S]
-  denom = jnp.sum(p, axis=-1, keepdims=True)
-  p = p / jnp.where(denom > 0, denom, 1.0)
-  out = jnp.einsum("bkgts,bskh->btkgh", p, v.astype(jnp.float32), precision=lax.Precision.HIGHEST)
-  return out.reshape(b, t, n, h)
+  p = jnp.exp(s - m)                                          # [B, K, G, T, S]; 0 where masked
+  denom = jnp.sum(p, axis=-1).reshape(b * kh, g * t, 1)
+  vt = v.astype(jnp.float32).transpose(0, 2, 1, 3).reshape(b * kh, s_len, h)      # [BK, S, H]
+  out = jnp.matmul(p.reshape(b * kh, g * t, s_len), vt, precision=lax.Precision.HIGHEST)
+  out = out / jnp.where(denom > 0, denom, 1.0)                # normalise after P.V: [BK, GT, H]
+  return out.reshape(b, kh, g, t, h).transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
 
 
 def masked_attention(q, q_seg, q_pos, k, v, k_seg, k_pos, *, scale: float, block_q: int = 512):
