@@ -25,7 +25,14 @@ def _use_gemv(rows: int) -> bool:
   return jax.default_backend() == "cpu" and rows <= GEMV_MAX_ROWS
 
 
-def default_block_chunks(rows: int) -> int:
+# Below this many bytes of [C, rows] float32 scores, the whole tier is one GEMM (no tile loop):
+# on XLA:CPU the loop's per-tile overhead cost ~20-40% of the scan.
+WHOLE_TIER_SCORE_BYTES = 64 * 2**20
+
+
+def default_block_chunks(rows: int, chunks: int) -> int:
+  if chunks * rows * 4 <= WHOLE_TIER_SCORE_BYTES:
+    return max(chunks, 1)
   return BLOCK_CHUNKS_GEMV if _use_gemv(rows) else BLOCK_CHUNKS_GEMM
 
 
@@ -60,7 +67,7 @@ def tile_scores(q, kr_tile, *, num_kv_heads: int, similarity: str, head_reduce: 
   hp = lax.Precision.HIGHEST
   if head_reduce == "mean":                                                  # NQ == K
     q = q.reshape(b * t, k * h)
-    if _use_gemv(b * t):
+    if _use_gemv(b * t) and c <= BLOCK_CHUNKS_GEMV:
       s = jnp.stack([jnp.dot(q[r], kr.T, precision=hp) for r in range(b * t)], axis=1)
     else:
       s = jnp.dot(kr, q.T, precision=hp)                                     # [c, B*T]
@@ -127,12 +134,12 @@ def chunk_partials(q, q_mask, kr, *, similarity, head_reduce, query_reduce, bloc
 def routing_chunk_scores(qr, q_mask, kr, *, similarity="dot", scale=1.0, head_reduce="mean",
                          query_reduce="max", block_chunks=None):
   """qr [B, T, N, H], q_mask [B, T] bool, kr [C, K, H] -> [B, C] float32 chunk scores."""
-  rows = qr.shape[0] * qr.shape[1]
+  rows = qr.shape[0] * qr.shape[1] * (1 if head_reduce == "mean" else qr.shape[2])
   q = prepare_queries(qr, num_kv_heads=kr.shape[1], similarity=similarity, scale=scale,
                       head_reduce=head_reduce, dtype=kr.dtype)
   partial = chunk_partials(q, q_mask, kr, similarity=similarity, head_reduce=head_reduce,
                            query_reduce=query_reduce,
-                           block_chunks=block_chunks or default_block_chunks(rows))
+                           block_chunks=block_chunks or default_block_chunks(rows, kr.shape[0]))
   return finalize_token_reduce(partial, q_mask, query_reduce)
 
 
