@@ -3,6 +3,7 @@
 Each op has an XLA reference (default on CPU, test oracle) and Pallas Triton kernels (default on
 GPU); pick with implementation="xla" | "pallas" | "auto", and interpret=True to run Pallas on CPU.
 """
+
 from kernels_pallas.common import INVALID_TIME
 from kernels_pallas.document_attention.api import document_attention
 from kernels_pallas.routing.api import routing_chunk_scores

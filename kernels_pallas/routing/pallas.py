@@ -7,6 +7,7 @@ then a masked token reduction) and writes [B, bc] token-reduced partials. The ti
 float32 partials are 4*B bytes per chunk against 2*K*H bytes of tier read (0.2% at B = 1, MSA-4B).
 Top-k stays in XLA (lax.top_k does not lower in Pallas-Triton).
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,83 +25,133 @@ BLOCK_CHUNKS, BLOCK_TOKENS = 64, 16
 NUM_WARPS, NUM_STAGES = 4, 2
 
 
-def _routing_kernel(q_ref, mask_ref, kr_ref, out_ref, *, num_kv_heads, group, block_tokens,
-                    cosine, head_max, token_max, num_chunks):
-  """q_ref [B, NQ, Tp, H]; mask_ref [B, Tp] float32; kr_ref [bc, K, H]; out_ref [B, bc].
-  num_chunks: C when the last tile is ragged (its rows >= C are never read), else None."""
-  batch, _, tokens, _ = q_ref.shape
-  block_chunks = kr_ref.shape[0]
-  precision = bm.precision_for(q_ref.dtype)
-  neg_inf = jnp.float32(bm.NEG_INF)
-  limit = None if num_chunks is None else num_chunks - pl.program_id(0) * block_chunks
+def _routing_kernel(
+    q_ref,
+    mask_ref,
+    kr_ref,
+    out_ref,
+    *,
+    num_kv_heads,
+    group,
+    block_tokens,
+    cosine,
+    head_max,
+    token_max,
+    num_chunks,
+):
+    """q_ref [B, NQ, Tp, H]; mask_ref [B, Tp] float32; kr_ref [bc, K, H]; out_ref [B, bc].
+    num_chunks: C when the last tile is ragged (its rows >= C are never read), else None."""
+    batch, _, tokens, _ = q_ref.shape
+    block_chunks = kr_ref.shape[0]
+    precision = bm.precision_for(q_ref.dtype)
+    neg_inf = jnp.float32(bm.NEG_INF)
+    limit = None if num_chunks is None else num_chunks - pl.program_id(0) * block_chunks
 
-  def kv_tile(k):  # [bc, H] tier slice of KV head k, and its 1/|kr| [bc] (cosine)
-    kr = common.load_rows(kr_ref, 0, block_chunks, limit, jnp.int32(k), slice(None))
-    if not cosine:
-      return kr, None
-    norm = jnp.sqrt(jnp.sum(kr.astype(jnp.float32) ** 2, axis=1))
-    return kr, 1.0 / jnp.maximum(norm, reference.EPS)
+    def kv_tile(k):  # [bc, H] tier slice of KV head k, and its 1/|kr| [bc] (cosine)
+        kr = common.load_rows(kr_ref, 0, block_chunks, limit, jnp.int32(k), slice(None))
+        if not cosine:
+            return kr, None
+        norm = jnp.sqrt(jnp.sum(kr.astype(jnp.float32) ** 2, axis=1))
+        return kr, 1.0 / jnp.maximum(norm, reference.EPS)
 
-  def token_block(b, j, running):
-    sl = pl.ds(j * block_tokens, block_tokens)
-    acc = None                                                  # [bt, bc] head-reduced scores
-    for k in range(num_kv_heads):
-      kr, inv_norm = kv_tile(k)
-      for g in range(group):
-        s = bm.dot_nt(q_ref[b, k * group + g, sl, :], kr, precision)   # [bt, bc]
-        s = s if inv_norm is None else s * inv_norm[None, :]
-        acc = s if acc is None else (jnp.maximum(acc, s) if head_max else acc + s)
-    mask = mask_ref[b, sl] > 0                                  # [bt]
-    if token_max:
-      return jnp.maximum(running, jnp.max(jnp.where(mask[:, None], acc, neg_inf), axis=0))
-    return running + jnp.sum(jnp.where(mask[:, None], acc, 0.0), axis=0)
+    def token_block(b, j, running):
+        sl = pl.ds(j * block_tokens, block_tokens)
+        acc = None  # [bt, bc] head-reduced scores
+        for k in range(num_kv_heads):
+            kr, inv_norm = kv_tile(k)
+            for g in range(group):
+                s = bm.dot_nt(q_ref[b, k * group + g, sl, :], kr, precision)  # [bt, bc]
+                s = s if inv_norm is None else s * inv_norm[None, :]
+                acc = s if acc is None else (jnp.maximum(acc, s) if head_max else acc + s)
+        mask = mask_ref[b, sl] > 0  # [bt]
+        if token_max:
+            return jnp.maximum(running, jnp.max(jnp.where(mask[:, None], acc, neg_inf), axis=0))
+        return running + jnp.sum(jnp.where(mask[:, None], acc, 0.0), axis=0)
 
-  def batch_row(b, carry):
-    init = jnp.full((out_ref.shape[1],), neg_inf if token_max else 0.0, jnp.float32)
-    out_ref[b, :] = lax.fori_loop(0, tokens // block_tokens,
-                                  functools.partial(token_block, b), init)
-    return carry
+    def batch_row(b, carry):
+        init = jnp.full((out_ref.shape[1],), neg_inf if token_max else 0.0, jnp.float32)
+        out_ref[b, :] = lax.fori_loop(
+            0, tokens // block_tokens, functools.partial(token_block, b), init
+        )
+        return carry
 
-  lax.fori_loop(0, batch, batch_row, 0)
-
-
-def chunk_partials(q, q_mask, kr, *, similarity, head_reduce, query_reduce, block_chunks,
-                   interpret):
-  """q [B, T, NQ, H] prepared queries; q_mask [B, T]; kr [C, K, H] -> partials [B, C] float32."""
-  b, t, nq, h = q.shape
-  c, k, _ = kr.shape
-  bc = block_chunks or common.block_size(c, BLOCK_CHUNKS)
-  bt = common.block_size(t, BLOCK_TOKENS)
-  tp, cp, hp = common.round_up(t, bt), common.round_up(c, bc), common.next_pow2(h)
-  q = common.pad_axis(common.pad_axis(q, 1, tp), 3, hp).transpose(0, 2, 1, 3)   # [B, NQ, Tp, Hp]
-  mask = common.pad_axis(q_mask.astype(jnp.float32), 1, tp)                      # [B, Tp]
-  # The tier is never padded along C (the ragged last tile uses masked loads); a head dim that is
-  # not a power of two is (a copy of the tier: MSA's H = 128 never needs it).
-  kr = common.pad_axis(kr, 2, hp)                                               # [C, K, Hp]
-  kernel = functools.partial(
-      _routing_kernel, num_kv_heads=k, group=nq // k, block_tokens=bt,
-      cosine=similarity == "cosine", head_max=head_reduce == "max", token_max=query_reduce == "max",
-      num_chunks=c if c % bc else None)
-  out = pl.pallas_call(
-      kernel, grid=(cp // bc,),
-      in_specs=[pl.BlockSpec(q.shape, lambda i: (0, 0, 0, 0)),
-                pl.BlockSpec(mask.shape, lambda i: (0, 0)),
-                pl.BlockSpec((bc, k, hp), lambda i: (i, 0, 0))],
-      out_specs=pl.BlockSpec((b, bc), lambda i: (0, i)),
-      out_shape=jax.ShapeDtypeStruct((b, cp), jnp.float32),
-      compiler_params=common.compiler_params(NUM_WARPS, NUM_STAGES),
-      interpret=interpret, name="msa_routing_scan")(q, mask, kr)
-  return out[:, :c]
+    lax.fori_loop(0, batch, batch_row, 0)
 
 
-def routing_doc_scores(qr, q_mask, kr, chunk_doc, *, num_docs, similarity="dot", scale=1.0,
-                       head_reduce="mean", query_reduce="max", chunk_reduce="max",
-                       block_chunks=None, interpret=False):
-  """Same contract as reference.routing_doc_scores -> [B, M] float32."""
-  q = reference.prepare_queries(qr, num_kv_heads=kr.shape[1], similarity=similarity, scale=scale,
-                                head_reduce=head_reduce, dtype=kr.dtype)
-  partial = chunk_partials(q, q_mask, kr, similarity=similarity, head_reduce=head_reduce,
-                           query_reduce=query_reduce, block_chunks=block_chunks,
-                           interpret=interpret)
-  chunk = reference.finalize_token_reduce(partial, q_mask, query_reduce)
-  return reference.chunks_to_documents(chunk, chunk_doc, num_docs, chunk_reduce)
+def chunk_partials(
+    q, q_mask, kr, *, similarity, head_reduce, query_reduce, block_chunks, interpret
+):
+    """q [B, T, NQ, H] prepared queries; q_mask [B, T]; kr [C, K, H] -> partials [B, C] float32."""
+    b, t, nq, h = q.shape
+    c, k, _ = kr.shape
+    bc = block_chunks or common.block_size(c, BLOCK_CHUNKS)
+    bt = common.block_size(t, BLOCK_TOKENS)
+    tp, cp, hp = common.round_up(t, bt), common.round_up(c, bc), common.next_pow2(h)
+    q = common.pad_axis(common.pad_axis(q, 1, tp), 3, hp).transpose(0, 2, 1, 3)  # [B, NQ, Tp, Hp]
+    mask = common.pad_axis(q_mask.astype(jnp.float32), 1, tp)  # [B, Tp]
+    # The tier is never padded along C (the ragged last tile uses masked loads); a head dim that is
+    # not a power of two is (a copy of the tier: MSA's H = 128 never needs it).
+    kr = common.pad_axis(kr, 2, hp)  # [C, K, Hp]
+    kernel = functools.partial(
+        _routing_kernel,
+        num_kv_heads=k,
+        group=nq // k,
+        block_tokens=bt,
+        cosine=similarity == "cosine",
+        head_max=head_reduce == "max",
+        token_max=query_reduce == "max",
+        num_chunks=c if c % bc else None,
+    )
+    out = pl.pallas_call(
+        kernel,
+        grid=(cp // bc,),
+        in_specs=[
+            pl.BlockSpec(q.shape, lambda i: (0, 0, 0, 0)),
+            pl.BlockSpec(mask.shape, lambda i: (0, 0)),
+            pl.BlockSpec((bc, k, hp), lambda i: (i, 0, 0)),
+        ],
+        out_specs=pl.BlockSpec((b, bc), lambda i: (0, i)),
+        out_shape=jax.ShapeDtypeStruct((b, cp), jnp.float32),
+        compiler_params=common.compiler_params(NUM_WARPS, NUM_STAGES),
+        interpret=interpret,
+        name="msa_routing_scan",
+    )(q, mask, kr)
+    return out[:, :c]
+
+
+def routing_doc_scores(
+    qr,
+    q_mask,
+    kr,
+    chunk_doc,
+    *,
+    num_docs,
+    similarity="dot",
+    scale=1.0,
+    head_reduce="mean",
+    query_reduce="max",
+    chunk_reduce="max",
+    block_chunks=None,
+    interpret=False,
+):
+    """Same contract as reference.routing_doc_scores -> [B, M] float32."""
+    q = reference.prepare_queries(
+        qr,
+        num_kv_heads=kr.shape[1],
+        similarity=similarity,
+        scale=scale,
+        head_reduce=head_reduce,
+        dtype=kr.dtype,
+    )
+    partial = chunk_partials(
+        q,
+        q_mask,
+        kr,
+        similarity=similarity,
+        head_reduce=head_reduce,
+        query_reduce=query_reduce,
+        block_chunks=block_chunks,
+        interpret=interpret,
+    )
+    chunk = reference.finalize_token_reduce(partial, q_mask, query_reduce)
+    return reference.chunks_to_documents(chunk, chunk_doc, num_docs, chunk_reduce)

@@ -8,6 +8,7 @@ epilogue over the [B, C] chunk scores (4 B per chunk and batch row, vs 2*K*H B o
 Head mean is applied to the queries first: mean_n q_n . kr_{n//G} = sum_k (sum_g q_kg / N) . kr_k,
 so "mean" costs K dot products per chunk instead of N (and one GEMM over (k, h) for "dot").
 """
+
 from __future__ import annotations
 
 import jax
@@ -22,7 +23,7 @@ BLOCK_CHUNKS_GEMM, BLOCK_CHUNKS_GEMV, GEMV_MAX_ROWS = 4096, 128, 8
 
 
 def _use_gemv(rows: int) -> bool:
-  return jax.default_backend() == "cpu" and rows <= GEMV_MAX_ROWS
+    return jax.default_backend() == "cpu" and rows <= GEMV_MAX_ROWS
 
 
 # Below this many bytes of [C, rows] float32 scores, the whole tier is one GEMM (no tile loop):
@@ -31,129 +32,177 @@ WHOLE_TIER_SCORE_BYTES = 64 * 2**20
 
 
 def default_block_chunks(rows: int, chunks: int) -> int:
-  if chunks * rows * 4 <= WHOLE_TIER_SCORE_BYTES:
-    return max(chunks, 1)
-  return BLOCK_CHUNKS_GEMV if _use_gemv(rows) else BLOCK_CHUNKS_GEMM
+    if chunks * rows * 4 <= WHOLE_TIER_SCORE_BYTES:
+        return max(chunks, 1)
+    return BLOCK_CHUNKS_GEMV if _use_gemv(rows) else BLOCK_CHUNKS_GEMM
 
 
-def prepare_queries(qr, *, num_kv_heads: int, similarity: str, scale: float, head_reduce: str,
-                    dtype):
-  """qr [B, T, N, H] -> effective routing queries [B, T, NQ, H] in `dtype` (the tier's dtype).
-  "mean": NQ = K (group-summed, divided by N; heads then reduce by sum); "max": NQ = N."""
-  b, t, n, h = qr.shape
-  q = qr.astype(jnp.float32)
-  if similarity == "cosine":
-    q = q / jnp.maximum(jnp.linalg.norm(q, axis=-1, keepdims=True), EPS)
-  else:
-    q = q * scale
-  if head_reduce == "mean":
-    q = q.reshape(b, t, num_kv_heads, n // num_kv_heads, h).sum(axis=3) / n  # [B, T, K, H]
-  return q.astype(dtype)
+def prepare_queries(
+    qr, *, num_kv_heads: int, similarity: str, scale: float, head_reduce: str, dtype
+):
+    """qr [B, T, N, H] -> effective routing queries [B, T, NQ, H] in `dtype` (the tier's dtype).
+    "mean": NQ = K (group-summed, divided by N; heads then reduce by sum); "max": NQ = N."""
+    b, t, n, h = qr.shape
+    q = qr.astype(jnp.float32)
+    if similarity == "cosine":
+        q = q / jnp.maximum(jnp.linalg.norm(q, axis=-1, keepdims=True), EPS)
+    else:
+        q = q * scale
+    if head_reduce == "mean":
+        q = q.reshape(b, t, num_kv_heads, n // num_kv_heads, h).sum(axis=3) / n  # [B, T, K, H]
+    return q.astype(dtype)
 
 
 def tile_scores(q, kr_tile, *, num_kv_heads: int, similarity: str, head_reduce: str):
-  """q [B, T, NQ, H] (prepared); kr_tile [c, K*H] -> head-reduced scores [c, B, T] float32.
+    """q [B, T, NQ, H] (prepared); kr_tile [c, K*H] -> head-reduced scores [c, B, T] float32.
 
-  Chunk-major 2-D matmuls that stream the tile once: "mean" is one [c, K*H] x [K*H, B*T] GEMM
-  (or, for a few rows on CPU, one GEMV per row); "max" is one [c, H] x [H, B*T*G] GEMM per KV
-  head. (A 3-operand einsum over (k, h) ran ~10x slower on XLA:CPU.)"""
-  b, t, nq, h = q.shape
-  c, k = kr_tile.shape[0], num_kv_heads
-  kr = kr_tile.astype(jnp.float32)
-  if similarity == "cosine":
-    kr = kr.reshape(c, k, h)
-    kr = (kr / jnp.maximum(jnp.linalg.norm(kr, axis=-1, keepdims=True), EPS)).reshape(c, k * h)
-  q = q.astype(jnp.float32)
-  hp = lax.Precision.HIGHEST
-  if head_reduce == "mean":                                                  # NQ == K
-    q = q.reshape(b * t, k * h)
-    if _use_gemv(b * t) and c <= BLOCK_CHUNKS_GEMV:
-      s = jnp.stack([jnp.dot(q[r], kr.T, precision=hp) for r in range(b * t)], axis=1)
-    else:
-      s = jnp.dot(kr, q.T, precision=hp)                                     # [c, B*T]
-    return s.reshape(c, b, t)
-  g = nq // k
-  per_head = q.reshape(b * t, k, g, h)
-  s = None
-  for kv in range(k):
-    s_k = jnp.dot(kr[:, kv * h:(kv + 1) * h], per_head[:, kv].reshape(b * t * g, h).T,
-                  precision=hp)                                              # [c, B*T*G]
-    s_k = jnp.max(s_k.reshape(c, b, t, g), axis=-1)                          # [c, B, T]
-    s = s_k if s is None else jnp.maximum(s, s_k)
-  return s
+    Chunk-major 2-D matmuls that stream the tile once: "mean" is one [c, K*H] x [K*H, B*T] GEMM
+    (or, for a few rows on CPU, one GEMV per row); "max" is one [c, H] x [H, B*T*G] GEMM per KV
+    head. (A 3-operand einsum over (k, h) ran ~10x slower on XLA:CPU.)"""
+    b, t, nq, h = q.shape
+    c, k = kr_tile.shape[0], num_kv_heads
+    kr = kr_tile.astype(jnp.float32)
+    if similarity == "cosine":
+        kr = kr.reshape(c, k, h)
+        kr = (kr / jnp.maximum(jnp.linalg.norm(kr, axis=-1, keepdims=True), EPS)).reshape(c, k * h)
+    q = q.astype(jnp.float32)
+    hp = lax.Precision.HIGHEST
+    if head_reduce == "mean":  # NQ == K
+        q = q.reshape(b * t, k * h)
+        if _use_gemv(b * t) and c <= BLOCK_CHUNKS_GEMV:
+            s = jnp.stack([jnp.dot(q[r], kr.T, precision=hp) for r in range(b * t)], axis=1)
+        else:
+            s = jnp.dot(kr, q.T, precision=hp)  # [c, B*T]
+        return s.reshape(c, b, t)
+    g = nq // k
+    per_head = q.reshape(b * t, k, g, h)
+    s = None
+    for kv in range(k):
+        s_k = jnp.dot(
+            kr[:, kv * h : (kv + 1) * h], per_head[:, kv].reshape(b * t * g, h).T, precision=hp
+        )  # [c, B*T*G]
+        s_k = jnp.max(s_k.reshape(c, b, t, g), axis=-1)  # [c, B, T]
+        s = s_k if s is None else jnp.maximum(s, s_k)
+    return s
 
 
 def token_reduce(s, q_mask, query_reduce: str):
-  """s [c, B, T], q_mask [B, T] -> [c, B]: masked max, or masked sum (divided in finalize)."""
-  if query_reduce == "max":
-    return jnp.max(jnp.where(q_mask[None], s, -jnp.inf), axis=-1)
-  return jnp.sum(jnp.where(q_mask[None], s, 0.0), axis=-1)
+    """s [c, B, T], q_mask [B, T] -> [c, B]: masked max, or masked sum (divided in finalize)."""
+    if query_reduce == "max":
+        return jnp.max(jnp.where(q_mask[None], s, -jnp.inf), axis=-1)
+    return jnp.sum(jnp.where(q_mask[None], s, 0.0), axis=-1)
 
 
 def finalize_token_reduce(partial, q_mask, query_reduce: str):
-  """[B, C] partial (max, or sum) -> chunk scores [B, C]; rows with no masked token get -inf."""
-  count = jnp.sum(q_mask, axis=1).astype(jnp.float32)[:, None]              # [B, 1]
-  scores = partial / jnp.maximum(count, 1.0) if query_reduce == "mean" else partial
-  return jnp.where(count > 0, scores, -jnp.inf)
+    """[B, C] partial (max, or sum) -> chunk scores [B, C]; rows with no masked token get -inf."""
+    count = jnp.sum(q_mask, axis=1).astype(jnp.float32)[:, None]  # [B, 1]
+    scores = partial / jnp.maximum(count, 1.0) if query_reduce == "mean" else partial
+    return jnp.where(count > 0, scores, -jnp.inf)
 
 
 def chunks_to_documents(chunk_scores, chunk_doc, num_docs: int, chunk_reduce: str):
-  """chunk_scores [B, C], chunk_doc [C] (-1: empty slot) -> [B, M];
-  documents without a chunk get -inf."""
-  seg = jnp.where(chunk_doc >= 0, chunk_doc, num_docs).astype(jnp.int32)    # empty slots -> bin M
-  s = chunk_scores.T                                                         # [C, B]
-  if chunk_reduce == "max":
-    docs = jax.ops.segment_max(s, seg, num_segments=num_docs + 1)
-  else:
-    count = jax.ops.segment_sum(jnp.ones_like(seg, jnp.float32), seg, num_segments=num_docs + 1)
-    docs = jax.ops.segment_sum(s, seg, num_segments=num_docs + 1) / jnp.maximum(count, 1.0)[:, None]
-    docs = jnp.where(count[:, None] > 0, docs, -jnp.inf)
-  return docs[:num_docs].T                                                   # [B, M]
+    """chunk_scores [B, C], chunk_doc [C] (-1: empty slot) -> [B, M];
+    documents without a chunk get -inf."""
+    seg = jnp.where(chunk_doc >= 0, chunk_doc, num_docs).astype(jnp.int32)  # empty slots -> bin M
+    s = chunk_scores.T  # [C, B]
+    if chunk_reduce == "max":
+        docs = jax.ops.segment_max(s, seg, num_segments=num_docs + 1)
+    else:
+        count = jax.ops.segment_sum(jnp.ones_like(seg, jnp.float32), seg, num_segments=num_docs + 1)
+        docs = (
+            jax.ops.segment_sum(s, seg, num_segments=num_docs + 1)
+            / jnp.maximum(count, 1.0)[:, None]
+        )
+        docs = jnp.where(count[:, None] > 0, docs, -jnp.inf)
+    return docs[:num_docs].T  # [B, M]
 
 
 def chunk_partials(q, q_mask, kr, *, similarity, head_reduce, query_reduce, block_chunks):
-  """Streams kr [C, K, H] in tiles -> token-reduced partials [B, C] float32."""
-  c, k, h = kr.shape
-  flat = kr.reshape(c, k * h)                                                # a bitcast, no copy
-  per_tile = lambda tile: token_reduce(
-      tile_scores(q, tile, num_kv_heads=k, similarity=similarity, head_reduce=head_reduce),
-      q_mask, query_reduce)
-  n_full = c // block_chunks
-  parts = []                                                                 # [c_i, B] each
-  if n_full:
-    def body(i, _):  # dynamic_slice of the tier: no padded or re-laid-out copy of it
-      tile = lax.dynamic_slice_in_dim(flat, i * block_chunks, block_chunks, axis=0)
-      return i + 1, per_tile(tile)
-    _, full = lax.scan(body, 0, None, length=n_full)                        # [n, bc, B]
-    parts.append(full.reshape(n_full * block_chunks, q.shape[0]))
-  if c % block_chunks or not n_full:
-    parts.append(per_tile(flat[n_full * block_chunks:]))
-  return jnp.concatenate(parts, axis=0).T if len(parts) > 1 else parts[0].T
+    """Streams kr [C, K, H] in tiles -> token-reduced partials [B, C] float32."""
+    c, k, h = kr.shape
+    flat = kr.reshape(c, k * h)  # a bitcast, no copy
+    per_tile = lambda tile: token_reduce(
+        tile_scores(q, tile, num_kv_heads=k, similarity=similarity, head_reduce=head_reduce),
+        q_mask,
+        query_reduce,
+    )
+    n_full = c // block_chunks
+    parts = []  # [c_i, B] each
+    if n_full:
+
+        def body(i, _):  # dynamic_slice of the tier: no padded or re-laid-out copy of it
+            tile = lax.dynamic_slice_in_dim(flat, i * block_chunks, block_chunks, axis=0)
+            return i + 1, per_tile(tile)
+
+        _, full = lax.scan(body, 0, None, length=n_full)  # [n, bc, B]
+        parts.append(full.reshape(n_full * block_chunks, q.shape[0]))
+    if c % block_chunks or not n_full:
+        parts.append(per_tile(flat[n_full * block_chunks :]))
+    return jnp.concatenate(parts, axis=0).T if len(parts) > 1 else parts[0].T
 
 
-def routing_chunk_scores(qr, q_mask, kr, *, similarity="dot", scale=1.0, head_reduce="mean",
-                         query_reduce="max", block_chunks=None):
-  """qr [B, T, N, H], q_mask [B, T] bool, kr [C, K, H] -> [B, C] float32 chunk scores."""
-  rows = qr.shape[0] * qr.shape[1] * (1 if head_reduce == "mean" else qr.shape[2])
-  q = prepare_queries(qr, num_kv_heads=kr.shape[1], similarity=similarity, scale=scale,
-                      head_reduce=head_reduce, dtype=kr.dtype)
-  partial = chunk_partials(q, q_mask, kr, similarity=similarity, head_reduce=head_reduce,
-                           query_reduce=query_reduce,
-                           block_chunks=block_chunks or default_block_chunks(rows, kr.shape[0]))
-  return finalize_token_reduce(partial, q_mask, query_reduce)
+def routing_chunk_scores(
+    qr,
+    q_mask,
+    kr,
+    *,
+    similarity="dot",
+    scale=1.0,
+    head_reduce="mean",
+    query_reduce="max",
+    block_chunks=None,
+):
+    """qr [B, T, N, H], q_mask [B, T] bool, kr [C, K, H] -> [B, C] float32 chunk scores."""
+    rows = qr.shape[0] * qr.shape[1] * (1 if head_reduce == "mean" else qr.shape[2])
+    q = prepare_queries(
+        qr,
+        num_kv_heads=kr.shape[1],
+        similarity=similarity,
+        scale=scale,
+        head_reduce=head_reduce,
+        dtype=kr.dtype,
+    )
+    partial = chunk_partials(
+        q,
+        q_mask,
+        kr,
+        similarity=similarity,
+        head_reduce=head_reduce,
+        query_reduce=query_reduce,
+        block_chunks=block_chunks or default_block_chunks(rows, kr.shape[0]),
+    )
+    return finalize_token_reduce(partial, q_mask, query_reduce)
 
 
-def routing_doc_scores(qr, q_mask, kr, chunk_doc, *, num_docs, similarity="dot", scale=1.0,
-                       head_reduce="mean", query_reduce="max", chunk_reduce="max",
-                       block_chunks=None):
-  """-> [B, M] float32 document scores (see SPEC.md §1)."""
-  chunk = routing_chunk_scores(qr, q_mask, kr, similarity=similarity, scale=scale,
-                               head_reduce=head_reduce, query_reduce=query_reduce,
-                               block_chunks=block_chunks)
-  return chunks_to_documents(chunk, chunk_doc, num_docs, chunk_reduce)
+def routing_doc_scores(
+    qr,
+    q_mask,
+    kr,
+    chunk_doc,
+    *,
+    num_docs,
+    similarity="dot",
+    scale=1.0,
+    head_reduce="mean",
+    query_reduce="max",
+    chunk_reduce="max",
+    block_chunks=None,
+):
+    """-> [B, M] float32 document scores (see SPEC.md §1)."""
+    chunk = routing_chunk_scores(
+        qr,
+        q_mask,
+        kr,
+        similarity=similarity,
+        scale=scale,
+        head_reduce=head_reduce,
+        query_reduce=query_reduce,
+        block_chunks=block_chunks,
+    )
+    return chunks_to_documents(chunk, chunk_doc, num_docs, chunk_reduce)
 
 
 def topk_documents(doc_scores, k: int):
-  """doc_scores [B, M] -> (scores [B, k], ids [B, k] int32), descending; -inf scores last."""
-  scores, ids = lax.top_k(doc_scores, k)
-  return scores, ids.astype(jnp.int32)
+    """doc_scores [B, M] -> (scores [B, k], ids [B, k] int32), descending; -inf scores last."""
+    scores, ids = lax.top_k(doc_scores, k)
+    return scores, ids.astype(jnp.int32)

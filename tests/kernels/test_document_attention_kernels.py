@@ -1,5 +1,6 @@
 """document_attention: XLA reference vs float64 numpy, Pallas (interpret) vs XLA reference,
 gradients vs jax.grad of a plain dense masked attention, and the linear cost of block skipping."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,15 +19,15 @@ SCENARIOS = ("ragged", "interleaved")
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-  name: str
-  batch: int
-  length: int
-  heads: int
-  kv_heads: int
-  head_dim: int
-  dtype: object
-  block_q: int
-  block_k: int
+    name: str
+    batch: int
+    length: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    dtype: object
+    block_q: int
+    block_k: int
 
 
 CASES = [
@@ -38,115 +39,119 @@ CASES = [
 
 
 def segments(rng, batch: int, length: int, scenario: str) -> np.ndarray:
-  """ragged: contiguous documents of random length (1 token and up), trailing padding.
-  interleaved: an 'active' segment before and after the documents, padding in the middle,
-  and (when batch > 1) a row that is all padding."""
-  out = np.full((batch, length), -1, np.int32)
-  for b in range(batch):
-    if scenario == "interleaved" and b == 1:
-      continue
-    lens = rng.integers(1, max(2, length // 3), size=length)
-    bounds = np.cumsum(lens)
-    doc = np.searchsorted(bounds, np.arange(length), side="right")    # ragged runs 0, 1, 2, ...
-    out[b] = doc
-    if scenario == "ragged":
-      out[b, length - 3:] = -1
-    else:
-      active = 1000 + b
-      out[b, :4], out[b, -5:] = active, active
-      out[b, length // 2 : length // 2 + 2] = -1
-  return out
+    """ragged: contiguous documents of random length (1 token and up), trailing padding.
+    interleaved: an 'active' segment before and after the documents, padding in the middle,
+    and (when batch > 1) a row that is all padding."""
+    out = np.full((batch, length), -1, np.int32)
+    for b in range(batch):
+        if scenario == "interleaved" and b == 1:
+            continue
+        lens = rng.integers(1, max(2, length // 3), size=length)
+        bounds = np.cumsum(lens)
+        doc = np.searchsorted(bounds, np.arange(length), side="right")  # ragged runs 0, 1, 2, ...
+        out[b] = doc
+        if scenario == "ragged":
+            out[b, length - 3 :] = -1
+        else:
+            active = 1000 + b
+            out[b, :4], out[b, -5:] = active, active
+            out[b, length // 2 : length // 2 + 2] = -1
+    return out
 
 
 def make_inputs(case: Case, scenario: str, seed: int = 0):
-  rng = np.random.default_rng(seed)
-  b, l, h = case.batch, case.length, case.head_dim
-  q = kt.normal(rng, (b, l, case.heads, h), case.dtype)
-  k = kt.normal(rng, (b, l, case.kv_heads, h), case.dtype)
-  v = kt.normal(rng, (b, l, case.kv_heads, h), case.dtype)
-  return q, k, v, jnp.asarray(segments(rng, b, l, scenario))
+    rng = np.random.default_rng(seed)
+    b, l, h = case.batch, case.length, case.head_dim
+    q = kt.normal(rng, (b, l, case.heads, h), case.dtype)
+    k = kt.normal(rng, (b, l, case.kv_heads, h), case.dtype)
+    v = kt.normal(rng, (b, l, case.kv_heads, h), case.dtype)
+    return q, k, v, jnp.asarray(segments(rng, b, l, scenario))
 
 
 def run(backend: str, case: Case, q, k, v, seg):
-  kwargs = kt.impl_kwargs(backend)
-  if backend == "pallas":
-    kwargs.update(block_q=case.block_q, block_k=case.block_k)
-  return kp.document_attention(q, k, v, seg, scale=case.head_dim ** -0.5, **kwargs)
+    kwargs = kt.impl_kwargs(backend)
+    if backend == "pallas":
+        kwargs.update(block_q=case.block_q, block_k=case.block_k)
+    return kp.document_attention(q, k, v, seg, scale=case.head_dim**-0.5, **kwargs)
 
 
 class DocumentAttentionTestBase:
-  BACKEND: str
+    BACKEND: str
 
-  @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-  def test_forward(self, case):
-    for scenario in SCENARIOS:
-      q, k, v, seg = make_inputs(case, scenario)
-      got = run(self.BACKEND, case, q, k, v, seg)
-      assert got.shape == q.shape and got.dtype == case.dtype
-      if self.BACKEND == "xla":
-        visible = oracles.document_visibility(seg)
-        want = oracles.np_attention(q, k, v, visible, case.head_dim ** -0.5)
-      else:
-        want = run("xla", case, q, k, v, seg)
-      kt.assert_close(got, want, case.dtype, what=f"{case.name}/{scenario}")
-      padding = np.asarray(seg) < 0
-      assert (np.asarray(got, np.float32)[padding] == 0).all(), "a padding query is not 0"
+    @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+    def test_forward(self, case):
+        for scenario in SCENARIOS:
+            q, k, v, seg = make_inputs(case, scenario)
+            got = run(self.BACKEND, case, q, k, v, seg)
+            assert got.shape == q.shape and got.dtype == case.dtype
+            if self.BACKEND == "xla":
+                visible = oracles.document_visibility(seg)
+                want = oracles.np_attention(q, k, v, visible, case.head_dim**-0.5)
+            else:
+                want = run("xla", case, q, k, v, seg)
+            kt.assert_close(got, want, case.dtype, what=f"{case.name}/{scenario}")
+            padding = np.asarray(seg) < 0
+            assert (np.asarray(got, np.float32)[padding] == 0).all(), "a padding query is not 0"
 
-  @pytest.mark.parametrize("case", [CASES[0], CASES[2]], ids=lambda c: c.name)
-  def test_gradients(self, case):
-    q, k, v, seg = make_inputs(case, "interleaved", seed=1)
-    weights = kt.loss_weights(np.random.default_rng(2), q.shape)
-    visible = jnp.asarray(oracles.document_visibility(seg))
-    scale = case.head_dim ** -0.5
-    got = kt.grads(lambda *a: run(self.BACKEND, case, *a, seg), (q, k, v), (0, 1, 2), weights)
-    want = kt.grads(lambda *a: oracles.dense_attention(*a, visible, scale), (q, k, v), (0, 1, 2),
-                    weights)
-    for name, g, w in zip("qkv", got, want):
-      assert g.dtype == case.dtype
-      kt.assert_close(g, w, case.dtype, grad=True, what=f"{case.name}/d{name}")
+    @pytest.mark.parametrize("case", [CASES[0], CASES[2]], ids=lambda c: c.name)
+    def test_gradients(self, case):
+        q, k, v, seg = make_inputs(case, "interleaved", seed=1)
+        weights = kt.loss_weights(np.random.default_rng(2), q.shape)
+        visible = jnp.asarray(oracles.document_visibility(seg))
+        scale = case.head_dim**-0.5
+        got = kt.grads(lambda *a: run(self.BACKEND, case, *a, seg), (q, k, v), (0, 1, 2), weights)
+        want = kt.grads(
+            lambda *a: oracles.dense_attention(*a, visible, scale), (q, k, v), (0, 1, 2), weights
+        )
+        for name, g, w in zip("qkv", got, want):
+            assert g.dtype == case.dtype
+            kt.assert_close(g, w, case.dtype, grad=True, what=f"{case.name}/d{name}")
 
 
 class TestDocumentAttentionXla(DocumentAttentionTestBase):
-  BACKEND = "xla"
+    BACKEND = "xla"
 
-  def test_query_chunks_match_one_pass(self):
-    """The reference's chunked path (lax.map over block_q queries) equals the one-pass path."""
-    from kernels_pallas.document_attention import reference
-    q, k, v, seg = make_inputs(CASES[0], "interleaved")
-    one = reference.document_attention(q, k, v, seg, scale=0.125, block_q=512)
-    chunked = reference.document_attention(q, k, v, seg, scale=0.125, block_q=16)
-    kt.assert_close(chunked, one, jnp.float32)
+    def test_query_chunks_match_one_pass(self):
+        """The reference's chunked path (lax.map over block_q queries) equals the one-pass path."""
+        from kernels_pallas.document_attention import reference
+
+        q, k, v, seg = make_inputs(CASES[0], "interleaved")
+        one = reference.document_attention(q, k, v, seg, scale=0.125, block_q=512)
+        chunked = reference.document_attention(q, k, v, seg, scale=0.125, block_q=16)
+        kt.assert_close(chunked, one, jnp.float32)
 
 
 class TestDocumentAttentionPallas(DocumentAttentionTestBase):
-  BACKEND = "pallas"
+    BACKEND = "pallas"
 
 
 @pytest.mark.parametrize("doc_len", [64, 40])
 def test_cost_is_linear_in_documents(doc_len):
-  """Visited (row block, key block) pairs grow linearly with the number of packed documents."""
-  def visited(num_docs):
-    seg = np.repeat(np.arange(num_docs, dtype=np.int32), doc_len)[None]
-    return int(doc_pallas.visited_key_blocks(jnp.asarray(seg), 4, 64, 64)[0])
-  counts = [visited(d) for d in (8, 16, 32)]
-  assert counts[1] <= 2 * counts[0] + 4 and counts[2] <= 2 * counts[1] + 4, counts
-  dense_causal = lambda d: (d * doc_len * 4 // 64) * (d * doc_len // 64 + 1) // 2
-  assert counts[2] < dense_causal(32) / 8, (counts, dense_causal(32))
+    """Visited (row block, key block) pairs grow linearly with the number of packed documents."""
+
+    def visited(num_docs):
+        seg = np.repeat(np.arange(num_docs, dtype=np.int32), doc_len)[None]
+        return int(doc_pallas.visited_key_blocks(jnp.asarray(seg), 4, 64, 64)[0])
+
+    counts = [visited(d) for d in (8, 16, 32)]
+    assert counts[1] <= 2 * counts[0] + 4 and counts[2] <= 2 * counts[1] + 4, counts
+    dense_causal = lambda d: (d * doc_len * 4 // 64) * (d * doc_len // 64 + 1) // 2
+    assert counts[2] < dense_causal(32) / 8, (counts, dense_causal(32))
 
 
 def test_segment_extents_non_contiguous():
-  seg = jnp.asarray([[5, 5, 0, 0, 1, -1, 5, 1]], jnp.int32)
-  first, last = doc_pallas.segment_extents(seg)
-  valid = np.asarray(seg[0]) >= 0
-  np.testing.assert_array_equal(np.asarray(first[0])[valid], [0, 0, 2, 2, 4, 0, 4])
-  np.testing.assert_array_equal(np.asarray(last[0])[valid], [6, 6, 3, 3, 7, 6, 7])
+    seg = jnp.asarray([[5, 5, 0, 0, 1, -1, 5, 1]], jnp.int32)
+    first, last = doc_pallas.segment_extents(seg)
+    valid = np.asarray(seg[0]) >= 0
+    np.testing.assert_array_equal(np.asarray(first[0])[valid], [0, 0, 2, 2, 4, 0, 4])
+    np.testing.assert_array_equal(np.asarray(last[0])[valid], [6, 6, 3, 3, 7, 6, 7])
 
 
 def test_rejects_bad_arguments():
-  q, k, v, seg = make_inputs(CASES[0], "ragged")
-  with pytest.raises(ValueError, match="segment_ids must have shape"):
-    kp.document_attention(q, k, v, seg[:, :-1], scale=1.0)
-  with pytest.raises(ValueError, match="v must have dtype"):
-    kp.document_attention(q, k, v.astype(jnp.bfloat16), seg, scale=1.0)
-  with pytest.raises(ValueError, match="block_q must be a power of two"):
-    kp.document_attention(q, k, v, seg, scale=1.0, block_q=24)
+    q, k, v, seg = make_inputs(CASES[0], "ragged")
+    with pytest.raises(ValueError, match="segment_ids must have shape"):
+        kp.document_attention(q, k, v, seg[:, :-1], scale=1.0)
+    with pytest.raises(ValueError, match="v must have dtype"):
+        kp.document_attention(q, k, v.astype(jnp.bfloat16), seg, scale=1.0)
+    with pytest.raises(ValueError, match="block_q must be a power of two"):
+        kp.document_attention(q, k, v, seg, scale=1.0, block_q=24)

@@ -1,4 +1,5 @@
 """Routing scan: XLA reference vs float64 numpy, Pallas (interpret) vs XLA reference."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,21 +15,21 @@ import kernel_testing as kt
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-  name: str
-  batch: int
-  tokens: int
-  heads: int
-  kv_heads: int
-  head_dim: int
-  chunks: int
-  docs: int
-  dtype: object
-  similarity: str
-  head_reduce: str
-  query_reduce: str
-  chunk_reduce: str
-  block_chunks: int
-  empty_rows: tuple = ()      # batch rows whose q_mask is all False
+    name: str
+    batch: int
+    tokens: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    chunks: int
+    docs: int
+    dtype: object
+    similarity: str
+    head_reduce: str
+    query_reduce: str
+    chunk_reduce: str
+    block_chunks: int
+    empty_rows: tuple = ()  # batch rows whose q_mask is all False
 
 
 # Together the cases cover GQA groups 1/2/4/8, head_dim 64/128 (and a padded 48), both dtypes,
@@ -38,109 +39,142 @@ CASES = [
     Case("g2_h64_f32", 2, 5, 4, 2, 64, 150, 20, jnp.float32, "dot", "mean", "max", "max", 64),
     Case("g8_h128_bf16", 1, 1, 8, 1, 128, 64, 7, jnp.bfloat16, "cosine", "max", "mean", "mean", 32),
     Case("g1_h64_bf16", 2, 7, 2, 2, 64, 37, 9, jnp.bfloat16, "dot", "max", "max", "mean", 16, (1,)),
-    Case("g4_h128_f32", 3, 4, 8, 2, 128, 100, 30, jnp.float32, "cosine", "mean", "mean", "max", 32,
-         (2,)),
+    Case(
+        "g4_h128_f32",
+        3,
+        4,
+        8,
+        2,
+        128,
+        100,
+        30,
+        jnp.float32,
+        "cosine",
+        "mean",
+        "mean",
+        "max",
+        32,
+        (2,),
+    ),
     Case("g2_h48_f32", 1, 3, 4, 2, 48, 20, 4, jnp.float32, "dot", "mean", "mean", "max", 16),
 ]
 
 
 def ragged_chunk_doc(rng, chunks: int, docs: int) -> np.ndarray:
-  """Contiguous runs of ragged length, ids in random order, some -1 (empty) slots, unused ids."""
-  out = np.full(chunks, -1, np.int32)
-  ids = rng.permutation(docs)[: max(1, docs - 2)]             # two documents have no chunk
-  c = 0
-  for d in ids:
-    c += int(rng.integers(0, 2))                              # an occasional empty slot
-    n = int(rng.integers(1, max(2, 2 * chunks // len(ids))))
-    out[c : c + n] = d
-    c += n
-    if c >= chunks:
-      break
-  return out
+    """Contiguous runs of ragged length, ids in random order, some -1 (empty) slots, unused ids."""
+    out = np.full(chunks, -1, np.int32)
+    ids = rng.permutation(docs)[: max(1, docs - 2)]  # two documents have no chunk
+    c = 0
+    for d in ids:
+        c += int(rng.integers(0, 2))  # an occasional empty slot
+        n = int(rng.integers(1, max(2, 2 * chunks // len(ids))))
+        out[c : c + n] = d
+        c += n
+        if c >= chunks:
+            break
+    return out
 
 
 def make_inputs(case: Case, seed: int = 0):
-  rng = np.random.default_rng(seed)
-  qr = kt.normal(rng, (case.batch, case.tokens, case.heads, case.head_dim), case.dtype)
-  kr = kt.normal(rng, (case.chunks, case.kv_heads, case.head_dim), case.dtype)
-  q_mask = rng.random((case.batch, case.tokens)) < 0.7
-  q_mask[:, 0] = True
-  if case.tokens > 1:
-    q_mask[:, -1] = False                                     # always some masked tokens
-  for b in case.empty_rows:
-    q_mask[b] = False
-  chunk_doc = ragged_chunk_doc(rng, case.chunks, case.docs)
-  return qr, jnp.asarray(q_mask), kr, jnp.asarray(chunk_doc)
+    rng = np.random.default_rng(seed)
+    qr = kt.normal(rng, (case.batch, case.tokens, case.heads, case.head_dim), case.dtype)
+    kr = kt.normal(rng, (case.chunks, case.kv_heads, case.head_dim), case.dtype)
+    q_mask = rng.random((case.batch, case.tokens)) < 0.7
+    q_mask[:, 0] = True
+    if case.tokens > 1:
+        q_mask[:, -1] = False  # always some masked tokens
+    for b in case.empty_rows:
+        q_mask[b] = False
+    chunk_doc = ragged_chunk_doc(rng, case.chunks, case.docs)
+    return qr, jnp.asarray(q_mask), kr, jnp.asarray(chunk_doc)
 
 
 def options(case: Case) -> dict:
-  return dict(num_docs=case.docs, similarity=case.similarity, scale=case.head_dim ** -0.5,
-              head_reduce=case.head_reduce, query_reduce=case.query_reduce,
-              chunk_reduce=case.chunk_reduce)
+    return dict(
+        num_docs=case.docs,
+        similarity=case.similarity,
+        scale=case.head_dim**-0.5,
+        head_reduce=case.head_reduce,
+        query_reduce=case.query_reduce,
+        chunk_reduce=case.chunk_reduce,
+    )
 
 
 class RoutingTestBase:
-  BACKEND: str
+    BACKEND: str
 
-  def oracle(self, case, inputs):
-    if self.BACKEND == "xla":
-      return oracles.np_routing_doc_scores(*inputs, **options(case))
-    return kp.routing_doc_scores(*inputs, **options(case), implementation="xla")
+    def oracle(self, case, inputs):
+        if self.BACKEND == "xla":
+            return oracles.np_routing_doc_scores(*inputs, **options(case))
+        return kp.routing_doc_scores(*inputs, **options(case), implementation="xla")
 
-  @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-  def test_doc_scores(self, case):
-    inputs = make_inputs(case)
-    got = kp.routing_doc_scores(*inputs, **options(case), block_chunks=case.block_chunks,
-                                **kt.impl_kwargs(self.BACKEND))
-    assert got.shape == (case.batch, case.docs) and got.dtype == jnp.float32
-    kt.assert_close(got, self.oracle(case, inputs), case.dtype, what=case.name)
-    for b in case.empty_rows:
-      assert np.isneginf(np.asarray(got[b])).all()
+    @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+    def test_doc_scores(self, case):
+        inputs = make_inputs(case)
+        got = kp.routing_doc_scores(
+            *inputs, **options(case), block_chunks=case.block_chunks, **kt.impl_kwargs(self.BACKEND)
+        )
+        assert got.shape == (case.batch, case.docs) and got.dtype == jnp.float32
+        kt.assert_close(got, self.oracle(case, inputs), case.dtype, what=case.name)
+        for b in case.empty_rows:
+            assert np.isneginf(np.asarray(got[b])).all()
 
 
 class TestRoutingXla(RoutingTestBase):
-  BACKEND = "xla"
+    BACKEND = "xla"
 
-  @pytest.mark.parametrize("case", CASES[:2], ids=lambda c: c.name)
-  def test_chunk_scores(self, case):
-    qr, q_mask, kr, _ = make_inputs(case)
-    opts = options(case)
-    got = kp.routing_chunk_scores(qr, q_mask, kr, similarity=opts["similarity"],
-                                  scale=opts["scale"], head_reduce=opts["head_reduce"],
-                                  query_reduce=opts["query_reduce"], block_chunks=16)
-    per_chunk = dict(opts, num_docs=case.chunks)
-    want = oracles.np_routing_doc_scores(qr, q_mask, kr, np.arange(case.chunks), **per_chunk)
-    kt.assert_close(got, want, case.dtype, what=case.name)
+    @pytest.mark.parametrize("case", CASES[:2], ids=lambda c: c.name)
+    def test_chunk_scores(self, case):
+        qr, q_mask, kr, _ = make_inputs(case)
+        opts = options(case)
+        got = kp.routing_chunk_scores(
+            qr,
+            q_mask,
+            kr,
+            similarity=opts["similarity"],
+            scale=opts["scale"],
+            head_reduce=opts["head_reduce"],
+            query_reduce=opts["query_reduce"],
+            block_chunks=16,
+        )
+        per_chunk = dict(opts, num_docs=case.chunks)
+        want = oracles.np_routing_doc_scores(qr, q_mask, kr, np.arange(case.chunks), **per_chunk)
+        kt.assert_close(got, want, case.dtype, what=case.name)
 
 
 class TestRoutingPallas(RoutingTestBase):
-  BACKEND = "pallas"
+    BACKEND = "pallas"
 
 
 @pytest.mark.parametrize("k", [1, 3, 6])
 def test_topk_documents(k):
-  scores = jnp.asarray([[0.5, -np.inf, 2.0, 0.5, -1.0, -np.inf],
-                        [-np.inf, -np.inf, -np.inf, 3.0, -np.inf, -np.inf]], jnp.float32)
-  top, ids = kp.topk_documents(scores, k)
-  assert top.shape == ids.shape == (2, k) and ids.dtype == jnp.int32
-  for b in range(2):
-    order = np.argsort(-np.asarray(scores[b]), kind="stable")[:k]
-    np.testing.assert_array_equal(np.asarray(top[b]), np.asarray(scores[b])[order])
-    finite = np.isfinite(np.asarray(top[b]))
-    assert (np.asarray(ids[b])[finite] == order[finite]).all()
-    assert not (np.diff(finite.astype(int)) > 0).any(), "a -inf ranked above a finite score"
+    scores = jnp.asarray(
+        [
+            [0.5, -np.inf, 2.0, 0.5, -1.0, -np.inf],
+            [-np.inf, -np.inf, -np.inf, 3.0, -np.inf, -np.inf],
+        ],
+        jnp.float32,
+    )
+    top, ids = kp.topk_documents(scores, k)
+    assert top.shape == ids.shape == (2, k) and ids.dtype == jnp.int32
+    for b in range(2):
+        order = np.argsort(-np.asarray(scores[b]), kind="stable")[:k]
+        np.testing.assert_array_equal(np.asarray(top[b]), np.asarray(scores[b])[order])
+        finite = np.isfinite(np.asarray(top[b]))
+        assert (np.asarray(ids[b])[finite] == order[finite]).all()
+        assert not (np.diff(finite.astype(int)) > 0).any(), "a -inf ranked above a finite score"
 
 
 def test_routing_rejects_bad_arguments():
-  qr, q_mask, kr, chunk_doc = make_inputs(CASES[0])
-  opts = options(CASES[0])
-  with pytest.raises(ValueError, match="kr must have shape"):
-    kp.routing_doc_scores(qr, q_mask, kr[..., :32], chunk_doc, **opts)
-  with pytest.raises(ValueError, match="q_mask must have shape"):
-    kp.routing_doc_scores(qr, q_mask[:1], kr, chunk_doc, **opts)
-  with pytest.raises(ValueError, match="chunk_doc must have shape"):
-    kp.routing_doc_scores(qr, q_mask, kr, chunk_doc[:-1], **opts)
-  with pytest.raises(ValueError, match="head_reduce"):
-    kp.routing_doc_scores(qr, q_mask, kr, chunk_doc, **dict(opts, head_reduce="sum"))
-  with pytest.raises(ValueError, match="k must be an int"):
-    kp.topk_documents(jnp.zeros((1, 4)), 5)
+    qr, q_mask, kr, chunk_doc = make_inputs(CASES[0])
+    opts = options(CASES[0])
+    with pytest.raises(ValueError, match="kr must have shape"):
+        kp.routing_doc_scores(qr, q_mask, kr[..., :32], chunk_doc, **opts)
+    with pytest.raises(ValueError, match="q_mask must have shape"):
+        kp.routing_doc_scores(qr, q_mask[:1], kr, chunk_doc, **opts)
+    with pytest.raises(ValueError, match="chunk_doc must have shape"):
+        kp.routing_doc_scores(qr, q_mask, kr, chunk_doc[:-1], **opts)
+    with pytest.raises(ValueError, match="head_reduce"):
+        kp.routing_doc_scores(qr, q_mask, kr, chunk_doc, **dict(opts, head_reduce="sum"))
+    with pytest.raises(ValueError, match="k must be an int"):
+        kp.topk_documents(jnp.zeros((1, 4)), 5)
