@@ -119,39 +119,9 @@ def chunk_partials(
     return out[:, :c]
 
 
-def routing_doc_scores(
-    qr,
-    q_mask,
-    kr,
-    chunk_doc,
-    *,
-    num_docs,
-    similarity="dot",
-    scale=1.0,
-    head_reduce="mean",
-    query_reduce="max",
-    chunk_reduce="max",
-    block_chunks=None,
-    interpret=False,
-):
-    """Same contract as reference.routing_doc_scores -> [B, M] float32."""
-    q = reference.prepare_queries(
-        qr,
-        num_kv_heads=kr.shape[1],
-        similarity=similarity,
-        scale=scale,
-        head_reduce=head_reduce,
-        dtype=kr.dtype,
+def routing_doc_scores(qr, q_mask, kr, chunk_doc, *, num_docs, interpret=False, **options):
+    """Same contract as reference.routing_doc_scores -> [B, M] float32; the scan is the kernel."""
+    partials = functools.partial(chunk_partials, interpret=interpret)
+    return reference.routing_doc_scores(
+        qr, q_mask, kr, chunk_doc, num_docs=num_docs, partials=partials, **options
     )
-    partial = chunk_partials(
-        q,
-        q_mask,
-        kr,
-        similarity=similarity,
-        head_reduce=head_reduce,
-        query_reduce=query_reduce,
-        block_chunks=block_chunks,
-        interpret=interpret,
-    )
-    chunk = reference.finalize_token_reduce(partial, q_mask, query_reduce)
-    return reference.chunks_to_documents(chunk, chunk_doc, num_docs, chunk_reduce)

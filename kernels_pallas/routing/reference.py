@@ -151,9 +151,12 @@ def routing_chunk_scores(
     head_reduce="mean",
     query_reduce="max",
     block_chunks=None,
+    partials=None,
 ):
-    """qr [B, T, N, H], q_mask [B, T] bool, kr [C, K, H] -> [B, C] float32 chunk scores."""
-    rows = qr.shape[0] * qr.shape[1] * (1 if head_reduce == "mean" else qr.shape[2])
+    """qr [B, T, N, H], q_mask [B, T] bool, kr [C, K, H] -> [B, C] float32 chunk scores.
+
+    `partials` computes the token-reduced partials [B, C] from the prepared queries (the Pallas
+    scan passes its kernel); default: this module's tiled XLA `chunk_partials`."""
     q = prepare_queries(
         qr,
         num_kv_heads=kr.shape[1],
@@ -162,14 +165,18 @@ def routing_chunk_scores(
         head_reduce=head_reduce,
         dtype=kr.dtype,
     )
-    partial = chunk_partials(
+    if partials is None:
+        rows = qr.shape[0] * qr.shape[1] * (1 if head_reduce == "mean" else qr.shape[2])
+        block_chunks = block_chunks or default_block_chunks(rows, kr.shape[0])
+        partials = chunk_partials
+    partial = partials(
         q,
         q_mask,
         kr,
         similarity=similarity,
         head_reduce=head_reduce,
         query_reduce=query_reduce,
-        block_chunks=block_chunks or default_block_chunks(rows, kr.shape[0]),
+        block_chunks=block_chunks,
     )
     return finalize_token_reduce(partial, q_mask, query_reduce)
 
@@ -187,8 +194,9 @@ def routing_doc_scores(
     query_reduce="max",
     chunk_reduce="max",
     block_chunks=None,
+    partials=None,
 ):
-    """-> [B, M] float32 document scores (see SPEC.md §1)."""
+    """-> [B, M] float32 document scores (see SPEC.md §1); `partials` as routing_chunk_scores."""
     chunk = routing_chunk_scores(
         qr,
         q_mask,
@@ -198,6 +206,7 @@ def routing_doc_scores(
         head_reduce=head_reduce,
         query_reduce=query_reduce,
         block_chunks=block_chunks,
+        partials=partials,
     )
     return chunks_to_documents(chunk, chunk_doc, num_docs, chunk_reduce)
 
