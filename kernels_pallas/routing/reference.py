@@ -16,14 +16,17 @@ import jax.numpy as jnp
 from jax import lax
 
 EPS = 1e-6
-# Tuned with benchmarks/kernels/cpu_routing_bandwidth.py: with few query rows, one GEMV per row
-# over an L2-sized tile beat XLA:CPU's GEMM (which packs the tile) by ~15-25%; the GEMM wants big
-# tiles. Slicing the tier as [C, K*H] (a bitcast) matters more: a 3-D tile slice was copied.
-BLOCK_CHUNKS_GEMM, BLOCK_CHUNKS_GEMV, GEMV_MAX_ROWS = 4096, 128, 8
+# Tuned with benchmarks/kernels/cpu_routing_bandwidth.py and A/B runs of the same shapes
+# (docs/kernels.md). With 2-16 query rows on XLA:CPU, a fused multiply + row-sum over K*H
+# ("elementwise") streams the tier ~15-25% faster than the GEMM, whose micro-kernel pads the few
+# rows; with one row the GEMV is fastest. Slicing the tier as [C, K*H] (a bitcast) matters too: a
+# 3-D tile slice was copied.
+BLOCK_CHUNKS, ELEMENTWISE_ROWS = 4096, (2, 16)
 
 
-def _use_gemv(rows: int) -> bool:
-    return jax.default_backend() == "cpu" and rows <= GEMV_MAX_ROWS
+def _use_elementwise(rows: int) -> bool:
+    lo, hi = ELEMENTWISE_ROWS
+    return jax.default_backend() == "cpu" and lo <= rows <= hi
 
 
 # Below this many bytes of [C, rows] float32 scores, the whole tier is one GEMM (no tile loop):
@@ -34,7 +37,7 @@ WHOLE_TIER_SCORE_BYTES = 64 * 2**20
 def default_block_chunks(rows: int, chunks: int) -> int:
     if chunks * rows * 4 <= WHOLE_TIER_SCORE_BYTES:
         return max(chunks, 1)
-    return BLOCK_CHUNKS_GEMV if _use_gemv(rows) else BLOCK_CHUNKS_GEMM
+    return BLOCK_CHUNKS
 
 
 def prepare_queries(
@@ -57,7 +60,7 @@ def tile_scores(q, kr_tile, *, num_kv_heads: int, similarity: str, head_reduce: 
     """q [B, T, NQ, H] (prepared); kr_tile [c, K*H] -> head-reduced scores [c, B, T] float32.
 
     Chunk-major 2-D matmuls that stream the tile once: "mean" is one [c, K*H] x [K*H, B*T] GEMM
-    (or, for a few rows on CPU, one GEMV per row); "max" is one [c, H] x [H, B*T*G] GEMM per KV
+    (or, for 2-16 rows on CPU, a fused multiply + row-sum); "max" is one [c, H] x [H, B*T*G] GEMM per KV
     head. (A 3-operand einsum over (k, h) ran ~10x slower on XLA:CPU.)"""
     b, t, nq, h = q.shape
     c, k = kr_tile.shape[0], num_kv_heads
@@ -69,8 +72,8 @@ def tile_scores(q, kr_tile, *, num_kv_heads: int, similarity: str, head_reduce: 
     hp = lax.Precision.HIGHEST
     if head_reduce == "mean":  # NQ == K
         q = q.reshape(b * t, k * h)
-        if _use_gemv(b * t) and c <= BLOCK_CHUNKS_GEMV:
-            s = jnp.stack([jnp.dot(q[r], kr.T, precision=hp) for r in range(b * t)], axis=1)
+        if _use_elementwise(b * t):  # exact float32 products, summed in float32
+            s = jnp.sum(kr[:, None, :] * q[None], axis=-1)  # [c, B*T]
         else:
             s = jnp.dot(kr, q.T, precision=hp)  # [c, B*T]
         return s.reshape(c, b, t)

@@ -34,7 +34,8 @@ class Case:
 
 # Together the cases cover GQA groups 1/2/4/8, head_dim 64/128 (and a padded 48), both dtypes,
 # every reduction, partial tiles (C not a multiple of block_chunks), masked tokens, empty rows,
-# and on CPU both XLA matmul forms for head "mean" (per-row GEMVs for B*T <= 8, else one GEMM).
+# and on CPU every XLA form for head "mean": a fused multiply + row-sum for 2 <= B*T <= 16, else one
+# matmul (a GEMV at B*T = 1, a GEMM above 16).
 CASES = [
     Case("g2_h64_f32", 2, 5, 4, 2, 64, 150, 20, jnp.float32, "dot", "mean", "max", "max", 64),
     Case("g8_h128_bf16", 1, 1, 8, 1, 128, 64, 7, jnp.bfloat16, "cosine", "max", "mean", "mean", 32),
@@ -57,6 +58,8 @@ CASES = [
         (2,),
     ),
     Case("g2_h48_f32", 1, 3, 4, 2, 48, 20, 4, jnp.float32, "dot", "mean", "mean", "max", 16),
+    Case("g4_h64_f32_rows18", 2, 9, 8, 2, 64, 90, 12, jnp.float32, "dot", "mean", "max", "max", 32),
+    Case("g2_h128_bf16_row1", 1, 1, 4, 2, 128, 50, 6, jnp.bfloat16, "dot", "mean", "max", "max", 16),
 ]
 
 
