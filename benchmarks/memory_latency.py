@@ -13,13 +13,12 @@ import argparse
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import msa_jax
 from msa_jax.data.synthetic import synthetic_token_corpus
 from msa_jax.inference.memory_generate import CONTEXT, ROUTING, QueryRow
-from msa_jax.memory.bank import BankSpec, MemoryBank
+from msa_jax.memory.bank import MemoryBank
 from msa_jax.memory.encoder import DocInput
 
 

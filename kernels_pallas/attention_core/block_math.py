@@ -6,7 +6,6 @@ float32; matmul inputs stay in the input dtype (bf16 tensor cores; float32 uses 
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 

@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 
-import jax
 import numpy as np
 
 from msa_jax.memory.bank import BankError, BankSpec, MemoryBank
