@@ -33,7 +33,11 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["msa_jax", "msa_jax.*", "kernels_pallas", "kernels_pallas.*"]),
+    # configs/ stays top-level in the repository and ships in the wheel as msa_jax/configs, so that
+    # `msa-jax demo` finds its bundled config in an installed package too.
+    packages=find_packages(include=["msa_jax", "msa_jax.*", "kernels_pallas", "kernels_pallas.*"])
+    + ["msa_jax.configs"],
+    package_dir={"msa_jax.configs": "configs"},
     install_requires=RUNTIME,
     extras_require={
         "test": TEST + TORCH,

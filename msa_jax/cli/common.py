@@ -22,7 +22,8 @@ LIBRARY_ERRORS = (ValueError, OSError)
 DTYPES = ("float32", "bfloat16", "float16")
 # The fixed chat head every MSA query attends to (the routing "prefix"; MSA-4B: 3 Qwen3 tokens).
 CHAT_HEAD = "<|im_start|>user\n"
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../msa_jax
+REPO_ROOT = os.path.dirname(PACKAGE_ROOT)
 
 
 class UsageError(Exception):

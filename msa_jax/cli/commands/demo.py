@@ -30,8 +30,13 @@ RANDOM_NOTE = ("NOTE: the model is RANDOMLY INITIALISED: its text is gibberish a
 
 
 def default_config_path() -> str:
-    bundled = os.path.join(common.REPO_ROOT, "configs", "demo.py")
-    return bundled if os.path.exists(bundled) else os.path.join("configs", "demo.py")
+    """configs/demo.py of the repository (a checkout or an editable install), else the copy a wheel
+    installs as msa_jax/configs/demo.py (setup.py)."""
+    for root in (common.REPO_ROOT, common.PACKAGE_ROOT):
+        path = os.path.join(root, "configs", "demo.py")
+        if os.path.exists(path):
+            return path
+    return os.path.join("configs", "demo.py")
 
 
 def define_flags(fv: flags.FlagValues, argv):
