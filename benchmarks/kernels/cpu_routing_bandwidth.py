@@ -65,6 +65,9 @@ def main():
     p.add_argument("--docs", type=int, default=20000, help="documents in memory")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--similarity", default="dot", choices=["dot", "cosine"])
+    p.add_argument("--head_reduce", default="mean", choices=["mean", "max"])
+    p.add_argument("--query_reduce", default="max", choices=["max", "mean"],
+                   help="token reduction (mean with head mean folds the tokens into one row)")
     p.add_argument("--block_chunks", type=int, default=None, help="tile size of the XLA scan")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--probe_mb", type=int, default=256, help="minimum size of the bandwidth probes")
@@ -90,6 +93,8 @@ def main():
             num_docs=a.docs,
             similarity=a.similarity,
             scale=a.head_dim**-0.5,
+            head_reduce=a.head_reduce,
+            query_reduce=a.query_reduce,
             implementation="xla",
             block_chunks=a.block_chunks,
         )
@@ -97,13 +102,16 @@ def main():
     m = measure(tier_bytes, lambda: scan(qr, kr), a.repeats, a.probe_mb)
     t, copy, read = m["scan_s"], m["copy_gbs"], m["read_gbs"]
     achieved = tier_bytes / t / 1e9
-    flops = 2 * a.tokens * a.kv_heads * a.head_dim * chunks  # head mean folds G into the query
+    # Head mean folds the G heads of a KV head into one query, token mean then folds the tokens.
+    rows = 1 if a.head_reduce == a.query_reduce == "mean" else a.tokens
+    flops = 2 * rows * (a.kv_heads if a.head_reduce == "mean" else a.heads) * a.head_dim * chunks
     print(
         f"routing tier: {chunks} chunks x [{a.kv_heads}, {a.head_dim}] {a.dtype} = "
         f"{tier_bytes / 1e6:.1f} MB ({a.memory_tokens / 1e6:g}M tokens, P={a.pooling})"
     )
     print(
-        f"scan (XLA, {a.tokens} query tokens, {a.similarity}): {t * 1e3:.1f} ms -> "
+        f"scan (XLA, {a.tokens} query tokens, {a.similarity}, heads {a.head_reduce}, tokens "
+        f"{a.query_reduce}): {t * 1e3:.1f} ms -> "
         f"{achieved:.2f} GB/s, {flops / t / 1e9:.2f} GFLOP/s"
     )
     print(f"machine: copy {copy:.2f} GB/s (read+write), read-only reduction {read:.2f} GB/s")

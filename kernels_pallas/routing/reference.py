@@ -40,10 +40,8 @@ def default_block_chunks(rows: int, chunks: int) -> int:
     return BLOCK_CHUNKS
 
 
-def prepare_queries(
-    qr, *, num_kv_heads: int, similarity: str, scale: float, head_reduce: str, dtype
-):
-    """qr [B, T, N, H] -> effective routing queries [B, T, NQ, H] in `dtype` (the tier's dtype).
+def prepare_queries(qr, *, num_kv_heads: int, similarity: str, scale: float, head_reduce: str):
+    """qr [B, T, N, H] -> effective routing queries [B, T, NQ, H] float32.
     "mean": NQ = K (group-summed, divided by N; heads then reduce by sum); "max": NQ = N."""
     b, t, n, h = qr.shape
     q = qr.astype(jnp.float32)
@@ -53,7 +51,20 @@ def prepare_queries(
         q = q * scale
     if head_reduce == "mean":
         q = q.reshape(b, t, num_kv_heads, n // num_kv_heads, h).sum(axis=3) / n  # [B, T, K, H]
-    return q.astype(dtype)
+    return q
+
+
+def fold_token_mean(q, q_mask, query_reduce: str, head_reduce: str):
+    """With head "mean" a score is linear in the prepared query, so the token mean of the scores is
+    the score of the masked token mean: q [B, T, NQ, H] -> [B, 1, NQ, H], q_mask -> [B, 1] (any),
+    and the scan then reduces one token by "max" (a T-fold cut of the scan's FLOPs; rows without a
+    masked token still get -inf). Other settings pass through unchanged."""
+    if query_reduce != "mean" or head_reduce != "mean":
+        return q, q_mask, query_reduce
+    m = q_mask[:, :, None, None]
+    count = jnp.maximum(jnp.sum(q_mask, axis=1), 1).astype(jnp.float32)[:, None, None, None]
+    mean = jnp.sum(jnp.where(m, q, 0.0), axis=1, keepdims=True) / count
+    return mean, jnp.any(q_mask, axis=1, keepdims=True), "max"
 
 
 def tile_scores(q, kr_tile, *, num_kv_heads: int, similarity: str, head_reduce: str):
@@ -166,10 +177,11 @@ def routing_chunk_scores(
         similarity=similarity,
         scale=scale,
         head_reduce=head_reduce,
-        dtype=kr.dtype,
     )
+    q, q_mask, query_reduce = fold_token_mean(q, q_mask, query_reduce, head_reduce)
+    q = q.astype(kr.dtype)
     if partials is None:
-        rows = qr.shape[0] * qr.shape[1] * (1 if head_reduce == "mean" else qr.shape[2])
+        rows = q.shape[0] * q.shape[1] * (1 if head_reduce == "mean" else q.shape[2])
         block_chunks = block_chunks or default_block_chunks(rows, kr.shape[0])
         partials = chunk_partials
     partial = partials(
