@@ -7,6 +7,8 @@ epilogue over the [B, C] chunk scores (4 B per chunk and batch row, vs 2*K*H B o
 
 Head mean is applied to the queries first: mean_n q_n . kr_{n//G} = sum_k (sum_g q_kg / N) . kr_k,
 so "mean" costs K dot products per chunk instead of N (and one GEMM over (k, h) for "dot").
+With a token mean as well the score is linear in the query, so the tokens fold into one query row
+(fold_token_mean).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def _use_elementwise(rows: int) -> bool:
     return jax.default_backend() == "cpu" and lo <= rows <= hi
 
 
-# Below this many bytes of [C, rows] float32 scores, the whole tier is one GEMM (no tile loop):
+# Below this many bytes of [C, rows] float32 scores, the whole tier is one pass (no tile loop):
 # on XLA:CPU the loop's per-tile overhead cost ~20-40% of the scan.
 WHOLE_TIER_SCORE_BYTES = 64 * 2**20
 
@@ -71,8 +73,8 @@ def tile_scores(q, kr_tile, *, num_kv_heads: int, similarity: str, head_reduce: 
     """q [B, T, NQ, H] (prepared); kr_tile [c, K*H] -> head-reduced scores [c, B, T] float32.
 
     Chunk-major 2-D matmuls that stream the tile once: "mean" is one [c, K*H] x [K*H, B*T] GEMM
-    (or, for 2-16 rows on CPU, a fused multiply + row-sum); "max" is one [c, H] x [H, B*T*G] GEMM per KV
-    head. (A 3-operand einsum over (k, h) ran ~10x slower on XLA:CPU.)"""
+    (or, for 2-16 rows on CPU, a fused multiply + row-sum); "max" is one [c, H] x [H, B*T*G] GEMM
+    per KV head. (A 3-operand einsum over (k, h) ran ~10x slower on XLA:CPU.)"""
     b, t, nq, h = q.shape
     c, k = kr_tile.shape[0], num_kv_heads
     kr = kr_tile.astype(jnp.float32)
