@@ -50,6 +50,29 @@ class ConfigError(ValueError):
     """A configuration that cannot describe a valid model."""
 
 
+class FrozenDict(tuple):
+    """A JSON object kept hashable: sorted (key, value) pairs; `thaw` turns it back into a dict."""
+
+
+def freeze(value: Any) -> Any:
+    """A JSON value made hashable (a config is a static jit argument): lists -> tuples,
+    objects -> FrozenDict, recursively."""
+    if isinstance(value, Mapping):
+        return FrozenDict(sorted((str(k), freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """The inverse of `freeze`: FrozenDict -> dict, tuples -> lists (what json.load gives)."""
+    if isinstance(value, FrozenDict):
+        return {k: thaw(v) for k, v in value}
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class MSAConfig:
     """What MSA adds to Qwen3 (docs/msa.md §2-§6).
@@ -88,10 +111,12 @@ class MSAConfig:
     bidirectional_injected_blocks: bool = False
     # Std of the router projections when a plain Qwen3 checkpoint is upgraded to MSA.
     router_init_std: float = 0.02
-    # Upstream msa_config keys this port does not interpret, kept for a faithful round trip.
+    # Upstream msa_config keys this port does not interpret, kept for a faithful round trip;
+    # values frozen (lists -> tuples, objects -> FrozenDict) so that the config stays hashable.
     extra: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "extra", tuple((str(k), freeze(v)) for k, v in self.extra))
         for name, allowed in _CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:
@@ -137,12 +162,11 @@ class MSAConfig:
         extra = []
         for key, value in d.items():
             if key == _PORT_KEY:  # this port's settings, written by to_hf
-                kwargs.update({k: tuple(v) if isinstance(v, list) else v
-                               for k, v in value.items() if k in _PORT_FIELDS})
+                kwargs.update({k: freeze(v) for k, v in value.items() if k in _PORT_FIELDS})
             elif key == "router_layer_idx":
                 kwargs["router_layers"] = parse_router_layers(value, num_layers)
             elif key in _MSA_KEYS:
-                kwargs[_MSA_KEYS[key]] = value
+                kwargs[_MSA_KEYS[key]] = freeze(value)
             else:
                 extra.append((key, value))
         kwargs["extra"] = tuple(sorted(extra, key=lambda kv: kv[0]))
@@ -150,7 +174,7 @@ class MSAConfig:
         return cls(**kwargs)
 
     def to_hf(self) -> dict[str, Any]:
-        d: dict[str, Any] = dict(self.extra)
+        d: dict[str, Any] = {k: thaw(v) for k, v in self.extra}
         d["router_layer_idx"] = ",".join(str(i) for i in self.router_layers)
         for key, field in _MSA_KEYS.items():
             d[key] = getattr(self, field)
