@@ -48,8 +48,9 @@ class MSAModel:
     """A Qwen3 / MSA model: config, parameters (a plain pytree) and an optional tokenizer."""
 
     def __init__(self, cfg: ModelConfig, params, tokenizer=None,
-                 template: PromptTemplate = PromptTemplate()):
+                 template: PromptTemplate = PromptTemplate(), name: str | None = None):
         self.cfg, self.params, self.tokenizer, self.template = cfg, params, tokenizer, template
+        self.name = name  # where it was loaded from (named in errors)
         self._fingerprint = None
 
     # -- construction ----------------------------------------------------------------------------
@@ -66,7 +67,7 @@ class MSAModel:
             # upstream checkpoints do not store the chat prefix: tokenize the reference's
             prefix = tuple(tokenizer.encode(PromptTemplate().prefix, allow_special=True))
             cfg = cfg.replace(msa=dataclasses.replace(cfg.msa, prefix_token_ids=prefix))
-        return cls(cfg, params, tokenizer)
+        return cls(cfg, params, tokenizer, name=path)
 
     @classmethod
     def random(cls, cfg: ModelConfig, seed: int = 0, tokenizer=None) -> "MSAModel":
@@ -148,11 +149,24 @@ class MSAModel:
         """Encode documents (texts, token-id lists, `Document`s, or {id: text}) into a bank
         (a new one, or appended to `bank`). Text is wrapped as the reference does:
         `<|im_start|>[{id}]. {text}[{id}]<|im_end|>`."""
+        self.require_msa("encode memory")
         return encode_documents(self.cfg, self.params, self._doc_inputs(docs), bank=bank,
                                 block_tokens=block_tokens, journal=journal,
                                 show_progress=progress, dtype=dtype)
 
+    def require_msa(self, action: str = "use a memory bank"):
+        """BankError naming the model and how to upgrade it, if it is a plain Qwen3 model."""
+        if self.cfg.is_msa:
+            return
+        name = f"model {self.name!r}" if self.name else "this model"
+        src = self.name or "QWEN3_DIR"
+        raise BankError(
+            f"{name} is a plain Qwen3 model (no MSA config, no router layers): it cannot {action}; "
+            f"upgrade it with `msa-jax convert --src={src} --dst=MSA_DIR --router_layers=18,...,35` "
+            f"or msa_jax.from_pretrained(..., msa=msa_jax.MSAConfig(router_layers=(...)))")
+
     def check_bank(self, bank: MemoryBank):
+        self.require_msa("read a memory bank")
         if bank.spec.fingerprint != self.fingerprint:
             raise BankError(f"this bank was encoded by another model (fingerprint "
                             f"{bank.spec.fingerprint}, this model {self.fingerprint})")
@@ -183,6 +197,7 @@ class MSAModel:
         retrieve documents by id and re-inject their text before answering; without, one
         routed prefill and the answer. `Answer.rounds[i].routing` lists, per router layer, the
         documents chosen and their scores."""
+        self.require_msa("answer from a memory bank")
         if not question.strip():
             raise ValueError("the question is empty")
         self.check_bank(bank)
