@@ -34,6 +34,7 @@ from msa_jax.memory.fingerprint import model_fingerprint
 from msa_jax.model.cache import empty_cache, grow_cache, step_times
 from msa_jax.model.decode import forward_step, logits_of
 from msa_jax.model.params import init_params
+from msa_jax.sharding import use_mesh
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def _logits(cfg: ModelConfig, params, tokens, positions):
@@ -182,12 +183,15 @@ class MSAModel:
                    sampling: Sampling = Sampling(), stop_ids: Sequence[int] = (),
                    placement=None):
         """Token-level stage 2 + decode for a batch of query rows.
-        Returns (new tokens per row, routed documents per row and router layer)."""
+        Returns (new tokens per row, routed documents per row and router layer). With a
+        `placement` the model runs under its mesh (its activation constraints bind to it)."""
         self.check_bank(bank)
         view, select, fetch = _placement_of(bank, placement)
-        new, pre = generate_from_memory(
-            self.cfg, self.params, view, jnp.asarray(bank.prefix_k), jnp.asarray(bank.prefix_v),
-            rows, max_new_tokens, sampling, stop_ids, select, fetch)
+        with use_mesh(_mesh_of(placement)):
+            new, pre = generate_from_memory(
+                self.cfg, self.params, view, jnp.asarray(bank.prefix_k),
+                jnp.asarray(bank.prefix_v), rows, max_new_tokens, sampling, stop_ids, select,
+                fetch)
         return new, [self._choices(bank, c) for c in pre.choices]
 
     def ask(self, question: str, bank: MemoryBank, interleave: bool = True, max_rounds: int = 4,
@@ -216,8 +220,9 @@ class MSAModel:
         budget = bucket(max(max_new_tokens, answer_tokens), 8)  # one decode loop for all rounds
         session = _InterleaveSession(self, bank, sampling, placement, budget,
                                      reserve=bucket(len(intro), 8) + budget)
-        return memory_interleave(session, _KnownIds(self), question, texts, self.template,
-                                 max_rounds, max_new_tokens, answer_tokens)
+        with use_mesh(_mesh_of(placement)):  # the model's activation constraints bind to it
+            return memory_interleave(session, _KnownIds(self), question, texts, self.template,
+                                     max_rounds, max_new_tokens, answer_tokens)
 
 
 class _KnownIds:
@@ -264,6 +269,11 @@ class _InterleaveSession:
         new, _ = sample_tokens(m.cfg, m.params, cache, logits, pos, max_new_tokens,
                                self.sampling, stop_ids, m.cfg.pad_token_id or 0, self.budget)
         return new[0]
+
+
+def _mesh_of(placement):
+    """The mesh a memory-parallel placement runs on (None: one device, no mesh)."""
+    return None if placement is None else placement.mesh
 
 
 def _placement_of(bank: MemoryBank, placement):

@@ -26,6 +26,9 @@ from jax.experimental import multihost_utils
 
 from msa_jax.memory.bank import BankError, DocumentSlots, MemoryBank
 from msa_jax.memory.shard_plan import Assignment, ShardPlan
+from msa_jax.sharding import mesh_axis
+
+MEMORY = mesh_axis("docs")  # the mesh axis documents are sharded over (msa_jax/sharding.py RULES)
 
 EXIT_PEER_LOST = 75  # exit status of a process whose peer is gone
 _PEER_LOSS = ("connection closed by peer", "connection reset", "broken pipe", "gloo",
@@ -142,9 +145,9 @@ class DistributedBank(DocumentSlots):
 
     def _my_shards(self, mesh) -> tuple[int, int]:
         """(first memory shard, count) of this process; each shard must live in one process."""
-        axis = mesh.axis_names.index("memory")
+        axis = mesh.axis_names.index(MEMORY)
         owners = []
-        for s in range(mesh.shape["memory"]):
+        for s in range(mesh.shape[MEMORY]):
             procs = {d.process_index for d in np.take(mesh.devices, s, axis=axis).flat}
             if len(procs) != 1:
                 raise BankError(f"memory shard {s} spans processes {sorted(procs)}: build the mesh "
@@ -164,7 +167,7 @@ class DistributedBank(DocumentSlots):
             return self._plans[key]
         with guard("exchanging the shard layout", self.timeout_s):
             first, count = self._my_shards(mesh)
-            num_shards = mesh.shape["memory"]
+            num_shards = mesh.shape[MEMORY]
             mine = Assignment.empty(count).extend(self.local.doc_num_chunks)
             mine = mine.shifted(first, num_shards)
             fields = [np.concatenate(_allgather_rows(getattr(mine, f)))  # [n] in slot order

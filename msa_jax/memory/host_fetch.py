@@ -17,17 +17,17 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
 
 from msa_jax.model.query import MemoryView
+from msa_jax.sharding import fitted_spec, logical_to_spec, mesh_axis
 
 Array = jax.Array
-MEMORY, DATA = "memory", "data"
-
-
-def batch_axis(mesh: Mesh, batch: int) -> str | None:
-    """Shard question rows over the data axis when they divide evenly, else replicate them."""
-    return DATA if batch % mesh.shape[DATA] == 0 else None
+# From the one logical-axis table (msa_jax/sharding.py RULES):
+MEMORY = mesh_axis("chunks")  # the mesh axis memory shards (chunk rows, documents) live on
+DATA = mesh_axis("batch")  # the mesh axis question rows are split over
+CHUNK_ROWS = logical_to_spec(("chunks",))  # a tier [S*Cs, K, H] or per-chunk array [S*Cs]
+DOC_ROWS = logical_to_spec(("docs",))  # a per-document array [S*Ms]
 
 
 def _own_windows(tiers: tuple[Array, ...], starts: Array, window: int,
@@ -69,16 +69,16 @@ class HostFetch:
             raise ValueError(f"chunk_idx has {s} chunks per row, not a multiple of "
                              f"max_doc_chunks={cd}")
         starts = chunk_idx.reshape(b, s // cd, cd)[:, :, 0]  # [B, k] first chunk of each document
-        rows = batch_axis(self.mesh, b)
+        rows = fitted_spec(self.mesh, (b,), ("batch",))  # question rows
 
         def shard(ck, cv, starts):  # ck, cv [Cs, K, H] (host); starts [b, k]
             flat = starts.reshape(-1)
-            axes = (MEMORY,) if rows is None else (MEMORY, DATA)
+            axes = (MEMORY,) if rows[0] is None else (MEMORY, DATA)
             k, v = _own_windows((ck, cv), flat, cd, axes)  # [b*k, Cd, K, H] each
             shape = starts.shape[:1] + (s,) + ck.shape[1:]
             return lax.psum(k.reshape(shape), MEMORY), lax.psum(v.reshape(shape), MEMORY)
 
-        tier = P(MEMORY)
-        return jax.shard_map(shard, mesh=self.mesh, in_specs=(tier, tier, P(rows)),
-                             out_specs=(P(rows), P(rows)))(memory.content_k[r],
+        tier = CHUNK_ROWS
+        return jax.shard_map(shard, mesh=self.mesh, in_specs=(tier, tier, rows),
+                             out_specs=(rows, rows))(memory.content_k[r],
                                                            memory.content_v[r], starts)

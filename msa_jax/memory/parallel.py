@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from kernels_pallas import topk_documents
 from msa_jax.config import ModelConfig
@@ -32,11 +32,11 @@ from msa_jax.memory import capacity
 from msa_jax.memory.bank import MemoryBank
 from msa_jax.memory.distributed import DistributedBank
 from msa_jax.memory.encoder import DocInput, encode_documents
-from msa_jax.memory.host_fetch import DATA, MEMORY, HostFetch, batch_axis
+from msa_jax.memory.host_fetch import CHUNK_ROWS, DATA, DOC_ROWS, MEMORY, HostFetch
 from msa_jax.memory.shard_plan import ShardPlan, plan_bank
 from msa_jax.model.query import MemoryView, RoutingInfo
 from msa_jax.model.router import document_scores
-from msa_jax.sharding import make_mesh
+from msa_jax.sharding import fitted_spec, make_mesh, replicated
 
 Array = jax.Array
 NO_SLOT = np.iinfo(np.int32).max  # a candidate that is no document (sorts after every slot)
@@ -99,7 +99,7 @@ class ShardedSelect:
         k = min(cfg.msa.top_k_docs, memory.num_docs)
         ms = memory.local_doc_slot.shape[0] // self.mesh.shape[MEMORY]  # documents per shard
         local_k = min(k, ms)
-        rows = batch_axis(self.mesh, qr.shape[0])
+        rows = fitted_spec(self.mesh, qr.shape[:1], ("batch",))  # question rows
 
         def shard(qr, mask, kr, local_doc, doc_slot):  # qr [b,T,N,H]; kr [Cs,K,H]; doc_slot [Ms]
             scores = document_scores(cfg, qr, mask, kr, local_doc, ms,
@@ -110,10 +110,10 @@ class ShardedSelect:
                                               to="invarying")  # [b, S*k']
             return merge_candidates(gather(top), gather(slot), k)
 
-        shards = P(MEMORY)
         ids, scores, valid = jax.shard_map(
-            shard, mesh=self.mesh, in_specs=(P(rows), P(rows), shards, shards, shards),
-            out_specs=(P(rows),) * 3)(qr, routing_mask, memory.routing_keys[r],
+            shard, mesh=self.mesh,
+            in_specs=(rows, rows, CHUNK_ROWS, CHUNK_ROWS, DOC_ROWS),
+            out_specs=(rows,) * 3)(qr, routing_mask, memory.routing_keys[r],
                                       memory.chunk_local_doc, memory.local_doc_slot)
         return RoutingInfo(ids, scores, valid, None)
 
@@ -243,7 +243,7 @@ class MemoryPlacement:
         return encode_documents(cfg, params, docs, bank=bank, on_block=self.view, **kwargs)
 
     # -- building arrays -------------------------------------------------------------------------
-    def _sharded(self, shape, spec: P, kind: str, make, rows: int) -> Array:
+    def _sharded(self, shape, spec: PartitionSpec, kind: str, make, rows: int) -> Array:
         """A global array whose memory-axis shard s is make(s) (built once per shard, only for
         the shards this process holds)."""
         axis = list(spec).index(MEMORY)
@@ -259,7 +259,7 @@ class MemoryPlacement:
         return jax.make_array_from_callback(shape, sharding, piece)
 
     def _replicated(self, x: np.ndarray) -> Array:
-        return jax.make_array_from_callback(x.shape, NamedSharding(self.mesh, P()),
+        return jax.make_array_from_callback(x.shape, replicated(self.mesh),
                                             lambda index: x[index])
 
     def _kind(self, name: str) -> str:
@@ -271,7 +271,7 @@ class MemoryPlacement:
 
         def layer(name: str, r: int) -> Array:
             tier = bank.tier(name)[r]  # [C, K, H], this process's chunks
-            return self._sharded(shape, P(MEMORY), self._kind(name),
+            return self._sharded(shape, CHUNK_ROWS, self._kind(name),
                                  lambda i: plan.tier_slab(i, tier), plan.shard_chunks)  # built now
 
         return {name: tuple(layer(name, r) for r in range(bank.spec.num_router_layers))
@@ -279,14 +279,14 @@ class MemoryPlacement:
 
     def _assemble(self, bank, plan: ShardPlan, tiers: dict) -> ShardedMemoryView:
         s, cs, ms = plan.num_shards, plan.shard_chunks, plan.shard_docs
-        per_chunk = lambda f: self._sharded((s * cs,), P(MEMORY), "device", f, cs)  # noqa: E731
+        per_chunk = lambda f: self._sharded((s * cs,), CHUNK_ROWS, "device", f, cs)  # noqa: E731
         offset, count = plan.doc_arrays()
         return ShardedMemoryView(
             tiers["routing_keys"], tiers["content_k"], tiers["content_v"],
             per_chunk(plan.chunk_doc), self._replicated(offset), self._replicated(count),
             max_doc_chunks=plan.max_doc_chunks,
             chunk_local_doc=per_chunk(lambda i: plan.chunk_doc(i, local=True)),
-            local_doc_slot=self._sharded((s * ms,), P(MEMORY), "device", plan.local_doc_slot, ms))
+            local_doc_slot=self._sharded((s * ms,), DOC_ROWS, "device", plan.local_doc_slot, ms))
 
     def _append(self, bank, placed: _Placed, snap: tuple) -> _Placed | None:
         """Write appended documents into the existing tiers; None if a rebuild is needed."""
@@ -300,14 +300,14 @@ class MemoryPlacement:
         width = max(8, 1 << (grow - 1).bit_length())  # powers of two: few compiled writers
         if plan.shape_key != old.shape_key or np.any(used + width > old.shard_chunks):
             return None
-        starts = self._sharded((old.num_shards,), P(MEMORY), "device",
+        starts = self._sharded((old.num_shards,), CHUNK_ROWS, "device",
                                lambda i: used[i:i + 1].astype(np.int32), 1)
         shape = bank.spec.chunk_shape(old.num_shards * width)[1:]
         tiers = {}
         for name in TIERS:
             kind, layers = self._kind(name), []
             for r, current in enumerate(getattr(placed.view, name)):
-                rows = self._sharded(shape, P(MEMORY), kind, lambda i, t=bank.tier(name)[r]:
+                rows = self._sharded(shape, CHUNK_ROWS, kind, lambda i, t=bank.tier(name)[r]:
                                      plan.tier_slab(i, t, n, used[i], width), width)  # [S*u,K,H]
                 layers.append(self._writer(kind)(current, rows, starts))
             tiers[name] = tuple(layers)
@@ -317,7 +317,7 @@ class MemoryPlacement:
         """jit: (tier [S*Cs, K, H], rows [S*u, K, H], starts [S]) -> tier with shard s's rows
         written at starts[s]; the old tier is donated (updated in place)."""
         if kind not in self._writers:
-            spec = P(MEMORY)
+            spec = CHUNK_ROWS
             write = lambda t, x, at: lax.dynamic_update_slice(t, x, (at[0], 0, 0))  # noqa: E731
             self._writers[kind] = jax.jit(
                 jax.shard_map(write, mesh=self.mesh, in_specs=(spec, spec, spec), out_specs=spec),

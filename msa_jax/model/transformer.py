@@ -6,7 +6,8 @@ documents, query with memory, decode, train), so `DecoderLayer` takes an `attend
     attend(layer_index, Projections) -> (attention output [B, T, N, H], per-layer extras)
 
 Each forward in this package supplies its own `attend`; projections, norms, MLP and residuals are
-shared by all of them.
+shared by all of them. The projections and the residual stream carry logical sharding constraints
+(msa_jax/sharding.py `constrain`): they act while a mesh is set (`sharding.use_mesh`), else none.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import jax.numpy as jnp
 
 from msa_jax.config import ModelConfig
 from msa_jax.model.layers import MLP, Einsum, Embed, RMSNorm, apply_rope
+from msa_jax.sharding import constrain
 
 Array = jax.Array
 
@@ -73,8 +75,9 @@ class Attention(nn.Module):
         q = apply_rope(self.q_norm(self.q_proj(x)), positions, theta)  # [B, T, N, H]
         k = apply_rope(self.k_norm(self.k_proj(x)), positions, theta)  # [B, T, K, H]
         v = self.v_proj(x)  # [B, T, K, H]
-        q = nn.with_logical_constraint(q, ("batch", "length", "q_heads", "head_dim"))
-        k = nn.with_logical_constraint(k, ("batch", "length", "kv_heads", "head_dim"))
+        q = constrain(q, ("batch", "length", "q_heads", "head_dim"))  # binds under use_mesh
+        k = constrain(k, ("batch", "length", "kv_heads", "head_dim"))
+        v = constrain(v, ("batch", "length", "kv_heads", "head_dim"))
         if not self.router:
             return Projections(q, k, v)
         if self.cfg.msa.decouple_router:
@@ -101,7 +104,7 @@ class DecoderLayer(nn.Module):
         o, extras = attend(self.index, proj)  # [B, T, N, H]
         x = x + self.self_attn.out(o.astype(x.dtype))
         x = x + self.mlp(self.post_attention_layernorm(x))
-        return nn.with_logical_constraint(x, ("batch", "length", "embed")), extras
+        return constrain(x, ("batch", "length", "embed")), extras
 
 
 class Transformer(nn.Module):
