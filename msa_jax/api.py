@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from msa_jax.config import MSAConfig, ModelConfig
 from msa_jax.convert import load_pretrained, save_pretrained
 from msa_jax.data.corpus import Document
+from msa_jax.data.template import chat_prefix
 from msa_jax.data.tokenizer import load_tokenizer
 from msa_jax.inference.generate import bucket, generate as generate_tokens
 from msa_jax.inference.interleave import Answer, PromptTemplate, memory_interleave, question_row
@@ -66,8 +67,8 @@ class MSAModel:
             tokenizer = None
         if cfg.is_msa and not cfg.msa.prefix_token_ids and tokenizer is not None:
             # upstream checkpoints do not store the chat prefix: tokenize the reference's
-            prefix = tuple(tokenizer.encode(PromptTemplate().prefix, allow_special=True))
-            cfg = cfg.replace(msa=dataclasses.replace(cfg.msa, prefix_token_ids=prefix))
+            cfg = cfg.replace(msa=dataclasses.replace(cfg.msa,
+                                                      prefix_token_ids=chat_prefix(tokenizer)))
         return cls(cfg, params, tokenizer, name=path)
 
     @classmethod
@@ -148,8 +149,8 @@ class MSAModel:
                       journal: str | None = None, progress: bool = True,
                       dtype: str | None = None) -> MemoryBank:
         """Encode documents (texts, token-id lists, `Document`s, or {id: text}) into a bank
-        (a new one, or appended to `bank`). Text is wrapped as the reference does:
-        `<|im_start|>[{id}]. {text}[{id}]<|im_end|>`."""
+        (a new one, or appended to `bank`). Text is wrapped as the reference does
+        (`self.template.document`, msa_jax/data/template.py)."""
         self.require_msa("encode memory")
         return encode_documents(self.cfg, self.params, self._doc_inputs(docs), bank=bank,
                                 block_tokens=block_tokens, journal=journal,

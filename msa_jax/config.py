@@ -98,7 +98,8 @@ class MSAConfig:
     rewrite_position: bool = True
     pooling_mode: str = "mean"
     # -- settings the reference hard-codes ------------------------------------------------------
-    # Token ids of the fixed chat prefix every query attends to (MSA-4B: `<|im_start|>user\n`).
+    # Token ids of the fixed chat prefix every query attends to (msa_jax/data/template.py
+    # CHAT_HEAD in the model's tokenizer).
     prefix_token_ids: tuple[int, ...] = ()
     # Query tokens start at this position; None: len(prefix) + top_k_docs (the reference's rule).
     query_position_offset: int | None = None
@@ -368,7 +369,7 @@ PRESETS: dict[str, ModelConfig] = {
 }
 PRESETS["msa-4b"] = PRESETS["qwen3-4b-instruct-2507"].replace(
     msa=MSAConfig(router_layers=tuple(range(18, 36)), pooling_size=64, top_k_docs=16,
-                  # `<|im_start|>user\n` in the Qwen3 tokenizer
+                  # CHAT_HEAD (msa_jax/data/template.py) in the Qwen3 tokenizer
                   prefix_token_ids=(151644, 872, 198)),
     pad_token_id=151643, eos_token_id=(151645, 151643))
 PRESETS["tiny-msa"] = PRESETS["tiny"].replace(

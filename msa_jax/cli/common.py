@@ -15,13 +15,13 @@ from typing import Any, Sequence
 from absl import flags
 from ml_collections import config_flags
 
+from msa_jax.data.template import chat_prefix  # commands use common.chat_prefix too
+
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Library errors that mean bad input, not a bug: CheckpointError, BankError, CorpusError,
 # ConfigError, TokenizerError, LayoutError are ValueErrors; missing / existing paths are OSErrors.
 LIBRARY_ERRORS = (ValueError, OSError)
 DTYPES = ("float32", "bfloat16", "float16")
-# The fixed chat head every MSA query attends to (the routing "prefix"; MSA-4B: 3 Qwen3 tokens).
-CHAT_HEAD = "<|im_start|>user\n"
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../msa_jax
 REPO_ROOT = os.path.dirname(PACKAGE_ROOT)
 
@@ -153,11 +153,6 @@ def load_bank(path: str, checksums: bool = True):
     if not os.path.isdir(path):
         raise msa_jax.BankError(f"{path}: no such memory bank folder")
     return msa_jax.load_bank(os.path.abspath(path), checksums=checksums)
-
-
-def chat_prefix(tokenizer) -> tuple[int, ...]:
-    """Token ids of CHAT_HEAD, the fixed prefix of every query (`<|im_start|>user\\n`)."""
-    return tuple(tokenizer.encode(CHAT_HEAD, allow_special=True))
 
 
 def attach_byte_tokenizer(cfg):

@@ -3,7 +3,7 @@
 Both implement `Tokenizer`. User text is never scanned for special-token strings unless the
 caller asks (`allow_special=True`), so a document that happens to contain "<|im_end|>" cannot
 end a chat turn. The special strings MSA's templates use (docs/msa.md §3, §5) are in
-`DEFAULT_SPECIALS`.
+`DEFAULT_SPECIALS` (= msa_jax/data/template.py `SPECIAL_TOKENS`).
 
 - `ByteTokenizer`: ids 0..S-1 are the S special tokens (id 0 is the pad token), then the 256
   utf-8 bytes. Needs no files; saved as `msa_tokenizer.json` so a checkpoint folder can carry it.
@@ -23,13 +23,14 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from msa_jax.data.template import END_OF_TEXT, IM_END, PAD, SPECIAL_TOKENS
+
 BYTE_TOKENIZER_FILE = "msa_tokenizer.json"
 HF_TOKENIZER_FILE = "tokenizer.json"
-DEFAULT_SPECIALS = ("<|pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>",
-                    "<|object_ref_start|>", "<|object_ref_end|>", "<End-of-Retrieve>")
+DEFAULT_SPECIALS = SPECIAL_TOKENS
 # Tokens that end generation / pad a batch when the files do not say (first present wins for pad).
-EOS_CANDIDATES = ("<|im_end|>", "<|endoftext|>", "</s>", "<eos>")
-PAD_CANDIDATES = ("<|pad|>", "<pad>", "[PAD]", "<|endoftext|>")
+EOS_CANDIDATES = (IM_END, END_OF_TEXT, "</s>", "<eos>")
+PAD_CANDIDATES = (PAD, "<pad>", "[PAD]", END_OF_TEXT)
 
 
 class TokenizerError(ValueError):

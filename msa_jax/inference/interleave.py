@@ -3,7 +3,8 @@ re-route with the question plus the injected text -> ... -> answer.
 
 The loop is written against a small `RoundModel` interface (so a scripted fake can test it) and a
 tokenizer; `msa_jax.api.MSAModel` provides the real one. Rounds are adaptive (the model decides
-when it has retrieved enough) and bounded by `max_rounds`.
+when it has retrieved enough) and bounded by `max_rounds`. The strings come from
+`PromptTemplate` (msa_jax/data/template.py, the one source of the prompt strings).
 """
 
 from __future__ import annotations
@@ -12,29 +13,8 @@ import dataclasses
 import re
 from typing import Protocol, Sequence
 
+from msa_jax.data.template import PromptTemplate
 from msa_jax.inference.memory_generate import CONTEXT, ROUTING, LayerChoice, QueryRow
-
-
-@dataclasses.dataclass(frozen=True)
-class PromptTemplate:
-    """The reference's strings for MSA-4B (Qwen3 chat tokens). `header` is the fixed text the
-    reference puts before the question (not published with the paper; empty by default)."""
-
-    header: str = ""
-    prefix: str = "<|im_start|>user\n"  # the fixed chat prefix every query attends to
-    question_suffix: str = "\nPlease return all documents related to the question\n"
-    tail: str = "<|im_end|>\n"
-    response_head: str = "<|im_start|>"
-    round_end: str = "<|object_ref_end|>"
-    end_of_retrieve: str = "<End-of-Retrieve>"
-    answer_end: str = "<|im_end|>"
-    document: str = "<|im_start|>[{id}]. {text}[{id}]<|im_end|>"
-    injected: str = "[{id}]. {text}\n"
-    answer_intro: str = "<|im_start|>The user's question is: {question}\n<|object_ref_end|>"
-    answer_prefix: str = "The answer to the question is:"
-
-    def format_document(self, doc_id: str, text: str) -> str:
-        return self.document.format(id=doc_id, text=text)
 
 
 DOC_ID = re.compile(r"\[([^\[\]\n]{1,64})\]")

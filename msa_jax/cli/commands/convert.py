@@ -78,12 +78,13 @@ def _msa_settings(fv: flags.FlagValues, config, cfg):
 def _with_chat_prefix(msa, src: str):
     """Give the new MSA config the chat head in the source's own tokenizer, if it has one."""
     from msa_jax.data import load_tokenizer
+    from msa_jax.data.template import IM_START
 
     try:
         tok = load_tokenizer(src)
     except (OSError, ValueError, ImportError):
         return msa
-    if "<|im_start|>" not in tok.special_tokens:
+    if IM_START not in tok.special_tokens:
         return msa
     return dataclasses.replace(msa, prefix_token_ids=common.chat_prefix(tok))
 
