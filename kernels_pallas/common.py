@@ -52,14 +52,34 @@ def compiler_params(num_warps: int = 4, num_stages: int = 2):
 
 
 # ----------------------------------------------------------------------------- padding
+# The project's rules for padded sizes (msa_jax uses these too): a padded size is a multiple of a
+# block (`round_up`), a power of two (`next_pow2`: few distinct shapes, few compilations), or a
+# size of a geometric series (`geometric_size`: bounded padding for large, growing arrays).
 
 
-def next_pow2(n: int) -> int:
-    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+def cdiv(n, d):
+    """ceil(n / d) for non-negative ints or integer arrays (traced ones too)."""
+    return -(-n // d)
 
 
-def round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
+def round_up(n, multiple: int):
+    """The multiple of `multiple` >= n (ints or integer arrays)."""
+    return cdiv(n, multiple) * multiple
+
+
+def next_pow2(n: int, minimum: int = 1) -> int:
+    """The power of two >= n, at least `minimum`."""
+    pow2 = 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+    return max(int(minimum), pow2)
+
+
+def geometric_size(n: int, minimum: int, steps_per_octave: int = 8) -> int:
+    """max(n, minimum) rounded up to a multiple of 2**floor(log2 n) / s (s = steps_per_octave):
+    s evenly spaced sizes between consecutive powers of two, so at most 1/s padding, and a new
+    size (a recompile) only after growing by about that much."""
+    n = max(int(n), int(minimum))
+    step = max(1, (1 << (n.bit_length() - 1)) // steps_per_octave)
+    return round_up(n, step)
 
 
 def block_size(n: int, preferred: int, minimum: int = 16) -> int:

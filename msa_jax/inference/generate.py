@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kernels_pallas.common import next_pow2
 from msa_jax.config import ModelConfig
 from msa_jax.inference.sampling import Sampling, next_token
 from msa_jax.model.cache import KVCache, empty_cache, step_times
@@ -22,8 +23,8 @@ Array = jax.Array
 
 
 def bucket(n: int, minimum: int = 16) -> int:
-    """The power of two >= max(n, minimum)."""
-    return max(minimum, 1 << max(0, int(n) - 1).bit_length())
+    """The padded size of a prompt length or token budget: the power of two >= max(n, minimum)."""
+    return next_pow2(n, minimum)
 
 
 def left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int):

@@ -19,19 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kernels_pallas.common import geometric_size  # at most 12.5 % padding
 from msa_jax.model.query import MemoryView
 
 
 class BankError(ValueError):
     """Bad use of a memory bank (unknown document, bank from another model, ...)."""
-
-
-def _bucket(n: int, minimum: int) -> int:
-    """Round up to a size of the series minimum * (1, 1.125, 1.25, ... 2, 2.25, ...): at most
-    12.5% padding, and a new size (a recompile) only after the bank grows by that much."""
-    n = max(int(n), minimum)
-    step = max(1, (1 << (n.bit_length() - 1)) // 8)
-    return -(-n // step) * step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +113,7 @@ class MemoryBank(DocumentSlots):
         have = self._chunk_doc.shape[0]
         if need <= have:
             return
-        cap = _bucket(need, 256)
+        cap = geometric_size(need, 256)
         for name, arr in self._tiers.items():
             grown = np.zeros(self.spec.chunk_shape(cap), arr.dtype)
             grown[:, :self._num_chunks] = arr[:, :self._num_chunks]
@@ -204,8 +197,8 @@ class MemoryBank(DocumentSlots):
         if key in self._view_cache:
             return self._view_cache[key]
         put = put or (lambda name, x: jax.device_put(x))
-        c_cap = _bucket(self._num_chunks, 1024)
-        m_cap = _bucket(self.num_slots, 64)
+        c_cap = geometric_size(self._num_chunks, 1024)
+        m_cap = geometric_size(self.num_slots, 64)
         tiers = {}
         for name in self._tiers:  # one array per router layer: no slicing of [R, C, K, H] in jit
             per_layer = []
@@ -223,7 +216,7 @@ class MemoryBank(DocumentSlots):
         longest = max(self.doc_num_chunks, default=1)
         view = MemoryView(tiers["routing_keys"], tiers["content_k"], tiers["content_v"],
                           put("chunk_doc", chunk_doc), put("doc_chunk_offset", offset),
-                          put("doc_num_chunks", count), max_doc_chunks=_bucket(longest, 1))
+                          put("doc_num_chunks", count), max_doc_chunks=geometric_size(longest, 1))
         self._view_cache[key] = view
         return view
 

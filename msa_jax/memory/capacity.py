@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kernels_pallas.common import cdiv
 from msa_jax.memory.bank import BankError, BankSpec
 
 
@@ -92,7 +93,7 @@ def estimate(spec: BankSpec, num_shards: int, shard_chunks: int, max_doc_chunks:
     """The bytes of a layout of `num_shards` shards of `shard_chunks` chunk rows."""
     routing = shard_chunks * chunk_bytes(spec)
     content = 2 * routing
-    rows = -(-demand.batch // data)  # question rows per device
+    rows = cdiv(demand.batch, data)  # question rows per device
     fetched = 2 * rows * demand.top_k_docs * max_doc_chunks * chunk_bytes(spec)
     return Capacity(num_shards, shard_chunks, routing, fetched, demand.weights, demand.activations,
                     content if content_on_device else 0,

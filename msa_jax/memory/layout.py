@@ -9,10 +9,11 @@ and chunk ids (which pooled chunk of the block each token averages into).
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Sequence
 
 import numpy as np
+
+from kernels_pallas.common import cdiv, next_pow2, round_up
 
 
 class LayoutError(ValueError):
@@ -40,7 +41,7 @@ class Block:
 
 
 def num_chunks(length: int, pool: int) -> int:
-    return -(-length // pool)
+    return cdiv(length, pool)
 
 
 def plan_blocks(lengths: Sequence[int], block_tokens: int) -> list[tuple[int, int]]:
@@ -66,16 +67,15 @@ def auto_block_tokens(lengths: Sequence[int], pool: int, target: int = 4096) -> 
     """A block size (power of two, multiple of P) that holds the longest document: `target`
     tokens, less for a corpus smaller than that, more for a longer document."""
     longest = max(lengths) if lengths else 1
-    pow2 = lambda n: 1 << math.ceil(math.log2(max(n, 1)))  # noqa: E731
-    size = max(min(target, pow2(sum(lengths))), pool, pow2(longest))
-    return -(-size // pool) * pool
+    size = max(min(target, next_pow2(sum(lengths))), pool, next_pow2(longest))
+    return round_up(size, pool)
 
 
 def max_block_chunks(lengths: Sequence[int], plan: Sequence[tuple[int, int]], pool: int) -> int:
     """The most chunks any block of the plan has, rounded up to a multiple of 64."""
     most = max((sum(num_chunks(lengths[i], pool) for i in range(s, s + n)) for s, n in plan),
                default=1)
-    return -(-most // 64) * 64
+    return round_up(most, 64)
 
 
 def make_block(docs: Sequence[Sequence[int]], first_doc: int, block_tokens: int,

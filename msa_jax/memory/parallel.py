@@ -27,6 +27,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from kernels_pallas import topk_documents
+from kernels_pallas.common import next_pow2
 from msa_jax.config import ModelConfig
 from msa_jax.memory import capacity
 from msa_jax.memory.bank import MemoryBank
@@ -297,7 +298,7 @@ class MemoryPlacement:
         plan = plan_bank(bank.doc_num_chunks, bank.doc_chunk_offset, old.num_shards, old.assign)
         used = old.assign.used
         grow = int((plan.assign.used - used).max(initial=0))
-        width = max(8, 1 << (grow - 1).bit_length())  # powers of two: few compiled writers
+        width = next_pow2(grow, 8)  # powers of two: few compiled writers
         if plan.shape_key != old.shape_key or np.any(used + width > old.shard_chunks):
             return None
         starts = self._sharded((old.num_shards,), CHUNK_ROWS, "device",

@@ -19,7 +19,7 @@ import heapq
 
 import numpy as np
 
-from msa_jax.memory.bank import _bucket  # the bank's capacity rule: M must match bank.view()
+from kernels_pallas.common import geometric_size  # the bank's rule: M must match bank.view()
 
 MIN_SHARD_CHUNKS = 64
 MIN_SHARD_DOCS = 8
@@ -74,10 +74,10 @@ class Assignment:
 
 def shape_of(assign: Assignment, num_slots: int) -> tuple[int, int, int, int]:
     """(Cs, Ms, M, max_doc_chunks) of the layout holding this assignment."""
-    cd = _bucket(int(assign.count.max(initial=0)) if len(assign.count) else 1, 1)
-    cs = _bucket(int(assign.used.max(initial=0)) + cd, MIN_SHARD_CHUNKS)
-    ms = _bucket(int(assign.docs.max(initial=0)), MIN_SHARD_DOCS)
-    return cs, ms, _bucket(num_slots, MIN_DOC_SLOTS), cd
+    cd = geometric_size(int(assign.count.max(initial=0)) if len(assign.count) else 1, 1)
+    cs = geometric_size(int(assign.used.max(initial=0)) + cd, MIN_SHARD_CHUNKS)
+    ms = geometric_size(int(assign.docs.max(initial=0)), MIN_SHARD_DOCS)
+    return cs, ms, geometric_size(num_slots, MIN_DOC_SLOTS), cd
 
 
 @dataclasses.dataclass

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from kernels_pallas import INVALID_TIME
+from kernels_pallas.common import next_pow2
 from msa_jax.config import ModelConfig
 
 Array = jax.Array
@@ -79,7 +80,7 @@ def grow_cache(cache: KVCache, extra: int) -> KVCache:
     need = int(cache.index) + extra
     if need <= cache.capacity:
         return cache
-    pad = (1 << (need - 1).bit_length()) - cache.capacity  # a power of two: few shapes
+    pad = next_pow2(need) - cache.capacity  # a power of two: few shapes
 
     def grow(x, fill=0):
         widths = [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2)

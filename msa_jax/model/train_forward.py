@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from kernels_pallas import INVALID_TIME, document_attention, sparse_memory_attention
+from kernels_pallas.common import cdiv
 from msa_jax.config import ModelConfig
 from msa_jax.model.decode import kernel_kwargs
 from msa_jax.model.pooling import document_chunk_ids, pool_chunks
@@ -57,7 +58,7 @@ def _doc_layout(roles: Array, mask: Array, pool: int, num_docs: int):
     docs = jnp.arange(num_docs + 1)  # [M + 1]
     is_doc = (roles[:, :, None] == docs) & (roles[:, :, None] > 0) & (mask[:, :, None] > 0)
     n_tokens = is_doc.sum(1)  # [B, M + 1]
-    n_chunks = -(-n_tokens // pool)
+    n_chunks = cdiv(n_tokens, pool)
     offset = jnp.cumsum(n_chunks, axis=1) - n_chunks  # [B, M + 1]
     c = length // pool + num_docs
     slot = jnp.arange(c)  # [C]
