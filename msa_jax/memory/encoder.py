@@ -112,7 +112,7 @@ def _encode_one(cfg: ModelConfig, params, block: Block, num_chunks: int, dtype) 
                              row(block.segment_ids), row(block.chunk_ids), num_chunks)
     n = block.num_chunks
     return {name: np.asarray(getattr(pooled, name)[:, :n]).astype(dtype)
-            for name in ("routing_keys", "keys", "values")}
+            for name in ("routing_keys", "content_k", "content_v")}
 
 
 def encode_documents(cfg: ModelConfig, params, docs: Sequence[DocInput], *,
@@ -150,8 +150,8 @@ def encode_documents(cfg: ModelConfig, params, docs: Sequence[DocInput], *,
             arrays = _encode_one(cfg, params, block, num_chunks, np_dtype)
             log.commit(i, arrays)
         bank.append([d.id for d in part], [d.tokens for d in part], [d.text for d in part],
-                    block.doc_num_chunks, arrays["routing_keys"], arrays["keys"],
-                    arrays["values"])
+                    block.doc_num_chunks, arrays["routing_keys"], arrays["content_k"],
+                    arrays["content_v"])
         if on_block is not None:
             on_block(bank)
         bar.update(block.num_tokens)

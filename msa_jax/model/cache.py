@@ -21,10 +21,11 @@ Array = jax.Array
 
 @flax.struct.dataclass
 class MemoryKV:
-    """Pooled chunks a router layer attends to: k, v [B, Sm, K, H]; valid [B, Sm] bool."""
+    """The content tier's chunks a router layer attends to: content_k (K̄), content_v (V̄)
+    [B, Sm, K, H]; valid [B, Sm] bool."""
 
-    k: Array
-    v: Array
+    content_k: Array
+    content_v: Array
     valid: Array
 
 

@@ -29,9 +29,10 @@ def memory_args(memory: MemoryKV | None) -> dict:
     """MemoryKV [B, Sm, K, H] -> the pool/index arguments of sparse_memory_attention."""
     if memory is None:
         return {}
-    b, sm, kh, h = memory.k.shape
+    b, sm, kh, h = memory.content_k.shape
     idx = jnp.arange(b * sm, dtype=jnp.int32).reshape(b, sm)  # row b reads its own Sm chunks
-    return dict(mem_k=memory.k.reshape(b * sm, kh, h), mem_v=memory.v.reshape(b * sm, kh, h),
+    return dict(mem_k=memory.content_k.reshape(b * sm, kh, h),
+                mem_v=memory.content_v.reshape(b * sm, kh, h),
                 mem_idx=idx, mem_valid=memory.valid,
                 mem_time=jnp.full((b,), ALWAYS, jnp.int32))
 

@@ -29,8 +29,8 @@ class PooledChunks:
     """One block's pooled chunks, per router layer: each [R, C, K, H] float32."""
 
     routing_keys: Array  # K̄r: mean router key (L2-normalised when stage 2 scores by cosine)
-    keys: Array  # K̄: mean key after k_norm and RoPE at document-local positions
-    values: Array  # V̄
+    content_k: Array  # K̄: mean key after k_norm and RoPE at document-local positions
+    content_v: Array  # V̄
 
 
 def l2_normalise(x: Array) -> Array:

@@ -91,8 +91,8 @@ def train_forward(cfg: ModelConfig, params, batch: TrainBatch, num_docs: int) ->
             return o, None
         pool = jax.vmap(lambda x, ids: pool_chunks(x[None], ids[None], c))
         kr, k, v = pool(p.kr, chunk_ids), pool(p.k, chunk_ids), pool(p.v, chunk_ids)  # [B,C,K,H]
-        scores = jax.vmap(lambda qr, m, keys, cd: document_scores(
-            cfg, qr[None], m[None], keys, cd, num_docs + 1, msa.training_cosine)[0])(
+        scores = jax.vmap(lambda qr, m, routing_keys, cd: document_scores(
+            cfg, qr[None], m[None], routing_keys, cd, num_docs + 1, msa.training_cosine)[0])(
             p.qr, routing_mask, kr, chunk_doc)  # [B, M + 1]
         ids, _, valid = select_documents(scores, msa.top_k_docs)  # [B, k]
         chosen = (chunk_doc[:, :, None] == jnp.where(valid, ids, -2)[:, None, :]).any(-1)

@@ -186,8 +186,8 @@ class Fixture:
                 vs.append(np.asarray(lc.v[b, :pf]))
                 if lc.memory is not None:
                     valid = np.asarray(lc.memory.valid[b])
-                    ks.append(np.asarray(lc.memory.k[b])[valid])
-                    vs.append(np.asarray(lc.memory.v[b])[valid])
+                    ks.append(np.asarray(lc.memory.content_k[b])[valid])
+                    vs.append(np.asarray(lc.memory.content_v[b])[valid])
                 ks.append(np.asarray(lc.k[b, pf:n])[local[pf:]])
                 vs.append(np.asarray(lc.v[b, pf:n])[local[pf:]])
                 rows_k.append(np.concatenate(ks))
