@@ -164,8 +164,8 @@ class MSAModel:
         src = self.name or "QWEN3_DIR"
         raise BankError(
             f"{name} is a plain Qwen3 model (no MSA config, no router layers): it cannot {action}; "
-            f"upgrade it with `msa-jax convert --src={src} --dst=MSA_DIR --router_layers=18,...,35` "
-            f"or msa_jax.from_pretrained(..., msa=msa_jax.MSAConfig(router_layers=(...)))")
+            f"upgrade it with `msa-jax convert --src={src} --dst=MSA_DIR --router_layers=i,j,...` "
+            f"or from_pretrained(..., msa=msa_jax.MSAConfig(router_layers=(i, j, ...)))")
 
     def check_bank(self, bank: MemoryBank):
         self.require_msa("read a memory bank")

@@ -54,6 +54,7 @@ class _Encoder(Protocol):
     def encode(self, text: str, allow_special: bool = False) -> list[int]: ...
 
 
-def chat_prefix(tokenizer: _Encoder, template: PromptTemplate = PromptTemplate()) -> tuple[int, ...]:
+def chat_prefix(tokenizer: _Encoder,
+                template: PromptTemplate = PromptTemplate()) -> tuple[int, ...]:
     """Token ids of the template's chat prefix (CHAT_HEAD) in `tokenizer`."""
     return tuple(tokenizer.encode(template.prefix, allow_special=True))
