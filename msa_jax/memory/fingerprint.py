@@ -122,5 +122,5 @@ def mismatch(what: str, theirs: str, ours: str, fix: str) -> str:
         return (f"{what} was made with model fingerprint scheme {scheme_of(theirs)} "
                 f"(fingerprint {theirs}); this version uses scheme {SCHEME} and cannot tell "
                 f"whether the model is the same: {fix}")
-    return (f"{what} was made by another model (fingerprint {theirs}, this model {ours}): the "
-            f"weights or the settings differ; {fix}")
+    return (f"{what} was made by another model (fingerprint {theirs}, this model {ours}: a "
+            f"different model's weights or settings); {fix}")
