@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
+from msa_jax.atomic import claim
 from msa_jax.config import MSAConfig, ModelConfig
 from msa_jax.convert import load_pretrained, save_pretrained
 from msa_jax.data.corpus import Document
@@ -31,11 +32,12 @@ from msa_jax.inference.generate import sample_tokens
 from msa_jax.inference.sampling import Sampling
 from msa_jax.memory.bank import BankError, MemoryBank
 from msa_jax.memory.encoder import DocInput, encode_documents
-from msa_jax.memory.fingerprint import model_fingerprint
+from msa_jax.memory.fingerprint import mismatch, model_fingerprint
 from msa_jax.model.cache import empty_cache, grow_cache, step_times
 from msa_jax.model.decode import forward_step, logits_of
 from msa_jax.model.params import init_params
 from msa_jax.sharding import use_mesh
+
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def _logits(cfg: ModelConfig, params, tokens, positions):
@@ -53,7 +55,6 @@ class MSAModel:
                  template: PromptTemplate = PromptTemplate(), name: str | None = None):
         self.cfg, self.params, self.tokenizer, self.template = cfg, params, tokenizer, template
         self.name = name  # where it was loaded from (named in errors)
-        self._fingerprint = None
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -80,8 +81,9 @@ class MSAModel:
         """Write a Hugging Face directory, atomically; tokenizer files are copied from `source`,
         else saved from the model's tokenizer."""
         tok = self.tokenizer if source is None else None
-        return save_pretrained(path, self.cfg, self.params, dtype=dtype, overwrite=overwrite,
-                               copy_from=source, write_extra=tok.save if tok else None)
+        with claim(path, overwrite):  # a locked, existing or unwritable path fails before the copy
+            return save_pretrained(path, self.cfg, self.params, dtype=dtype, overwrite=overwrite,
+                                   copy_from=source, write_extra=tok.save if tok else None)
 
     # -- plain language model ----------------------------------------------------------------------
     def __call__(self, input_ids, positions=None) -> jax.Array:
@@ -122,9 +124,9 @@ class MSAModel:
     # -- memory ----------------------------------------------------------------------------------
     @property
     def fingerprint(self) -> str:
-        if self._fingerprint is None:
-            self._fingerprint = model_fingerprint(self.cfg, self.params)
-        return self._fingerprint
+        """Hash of the settings and weights a bank depends on (cached per params pytree, so it
+        follows `self.params` when they are replaced)."""
+        return model_fingerprint(self.cfg, self.params)
 
     def _doc_inputs(self, docs) -> list[DocInput]:
         if isinstance(docs, Mapping):
@@ -170,8 +172,9 @@ class MSAModel:
     def check_bank(self, bank: MemoryBank):
         self.require_msa("read a memory bank")
         if bank.spec.fingerprint != self.fingerprint:
-            raise BankError(f"this bank was encoded by another model (fingerprint "
-                            f"{bank.spec.fingerprint}, this model {self.fingerprint})")
+            raise BankError(mismatch("this memory bank", bank.spec.fingerprint, self.fingerprint,
+                                     "its answers would be wrong; encode the documents again "
+                                     "with this model"))
         if bank.num_docs == 0:
             raise BankError("the memory bank holds no documents")
 

@@ -1,42 +1,14 @@
-"""Small shared helpers: atomic directory writes, progress bars, dtype names."""
+"""Small shared helpers: atomic writes, progress bars, dtype names."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
-from typing import Iterator
 
 import jax.numpy as jnp
 
-
-@contextlib.contextmanager
-def atomic_directory(dest: str, overwrite: bool = False) -> Iterator[str]:
-    """Yield a temporary directory beside `dest`; on success it is renamed to `dest`.
-
-    If the body raises, the temporary directory is removed and `dest` is untouched: a failed
-    write leaves nothing half-written. With `overwrite`, an existing `dest` is replaced only
-    after the new one is complete.
-    """
-    dest = os.path.abspath(dest)
-    if os.path.exists(dest) and not overwrite:
-        raise FileExistsError(f"{dest} exists (pass overwrite=True to replace it)")
-    parent = os.path.dirname(dest)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.tmp-", dir=parent)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if os.path.exists(dest):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.old-", dir=parent)
-        os.rename(dest, os.path.join(old, "x"))
-    os.rename(tmp, dest)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
+from msa_jax.atomic import atomic_directory  # noqa: F401  (re-exported: one home for writes)
 
 
 def atomic_write_bytes(path: str, data: bytes):

@@ -149,7 +149,9 @@ def load_model(path: str, dtype: str | None = None, kernel_implementation: str |
 
 def load_bank(path: str, checksums: bool = True):
     import msa_jax
+    from msa_jax.atomic import recover_for_reading
 
+    recover_for_reading(path, "memory bank")  # a replacement killed mid-swap left it missing
     if not os.path.isdir(path):
         raise msa_jax.BankError(f"{path}: no such memory bank folder")
     return msa_jax.load_bank(os.path.abspath(path), checksums=checksums)

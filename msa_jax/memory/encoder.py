@@ -2,11 +2,13 @@
 
 Peak memory is bounded by the block size (one block is on the device at a time), not by the
 corpus. With a `journal` directory every finished block is committed atomically to disk; an
-interrupted encoding resumes from the last committed block and loses nothing.
+interrupted encoding resumes from the last committed block and loses nothing. A journal belongs to
+one model (its fingerprint), corpus and block size, and is locked while an encoding uses it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -20,7 +22,8 @@ import numpy as np
 from kernels_pallas.common import resolve_implementation
 from msa_jax.config import ModelConfig
 from msa_jax.memory.bank import BankError, BankSpec, MemoryBank
-from msa_jax.memory.fingerprint import model_fingerprint
+from msa_jax.locks import hold
+from msa_jax.memory.fingerprint import mismatch, model_fingerprint
 from msa_jax.memory.layout import (Block, auto_block_tokens, make_block, max_block_chunks,
                                    plan_blocks)
 from msa_jax.model.encode import encode_block, encode_prefix
@@ -67,9 +70,10 @@ def _plan_key(spec: BankSpec, docs: Sequence[DocInput], block_tokens: int) -> st
 
 
 class _Journal:
-    """block_{i}.npz files in a directory, each committed atomically; plan.json guards reuse."""
+    """block_{i}.npz files in a directory, each committed atomically; plan.json guards reuse:
+    it records the encoding's key and the fingerprint of the model that wrote the blocks."""
 
-    def __init__(self, directory: str | None, key: str):
+    def __init__(self, directory: str | None, key: str, fingerprint: str):
         self.dir = directory
         if directory is None:
             return
@@ -77,12 +81,18 @@ class _Journal:
         plan = os.path.join(directory, "plan.json")
         if os.path.exists(plan):
             with open(plan, encoding="utf-8") as f:
-                old = json.load(f).get("key")
-            if old != key:
+                old = json.load(f)
+            theirs = old.get("fingerprint", "")
+            if theirs != fingerprint:
+                raise BankError(mismatch(f"journal {directory}", theirs or "unknown", fingerprint,
+                                         "its blocks cannot be resumed with this model; remove "
+                                         "the journal folder or pass another one"))
+            if old.get("key") != key:
                 raise BankError(f"journal {directory} belongs to another encoding (different "
-                                f"corpus, model or block size); remove it or use another")
+                                f"corpus or block size); remove it or use another")
         else:
-            atomic_write_bytes(plan, json.dumps({"key": key}).encode())
+            atomic_write_bytes(plan, json.dumps({"key": key,
+                                                 "fingerprint": fingerprint}).encode())
 
     def _path(self, i: int) -> str:
         return os.path.join(self.dir, f"block_{i:06d}.npz")
@@ -130,16 +140,26 @@ def encode_documents(cfg: ModelConfig, params, docs: Sequence[DocInput], *,
     """
     _validate(docs)
     bank = bank or new_bank(cfg, params, dtype)
-    if bank.spec.fingerprint != model_fingerprint(cfg, params):
-        raise BankError("this bank was encoded by a different model (fingerprint "
-                        f"{bank.spec.fingerprint}); encode into a new bank")
+    fingerprint = model_fingerprint(cfg, params)
+    if bank.spec.fingerprint != fingerprint:
+        raise BankError(mismatch("this bank", bank.spec.fingerprint, fingerprint,
+                                 "appending would mix two models' chunks; encode into a new "
+                                 "bank"))
+    with hold(journal) if journal else contextlib.nullcontext():  # one encoding per journal
+        return _encode_all(cfg, params, docs, bank, block_tokens, journal, show_progress,
+                           on_block)
+
+
+def _encode_all(cfg: ModelConfig, params, docs: Sequence[DocInput], bank: MemoryBank,
+                block_tokens: int | None, journal: str | None, show_progress: bool,
+                on_block) -> MemoryBank:
     pool = cfg.msa.pooling_size
     lengths = [len(d.tokens) for d in docs]
     block_tokens = block_tokens or auto_block_tokens(lengths, pool, _block_target(cfg))
     plan = plan_blocks(lengths, block_tokens)
     num_chunks = max_block_chunks(lengths, plan, pool)
     np_dtype = np.dtype(jnp.dtype(bank.spec.dtype))
-    log = _Journal(journal, _plan_key(bank.spec, docs, block_tokens))
+    log = _Journal(journal, _plan_key(bank.spec, docs, block_tokens), bank.spec.fingerprint)
     bar = progress(total=sum(lengths), unit="tok", unit_scale=True, desc="encode memory",
                    enabled=show_progress)
     for i, (first, n) in enumerate(plan):

@@ -1,14 +1,16 @@
 """Saving and loading memory banks (orbax for the arrays), with an integrity check.
 
-Layout of a bank directory (written atomically: a temporary directory renamed when complete):
+Layout of a bank directory (written atomically, under the destination's lock: a temporary
+directory renamed when complete; see msa_jax.atomic for concurrent and interrupted writers):
     bank.json        format version, spec (model fingerprint, shapes, dtype), counts
     documents.jsonl  one line per document slot: id (null if deleted), chunk offset and count,
                      tokens, text
     arrays/          orbax checkpoint: tiers [R, C, K, H] and prefix K/V [L, Pf, K, H]
     integrity.json   size and sha256 of every other file
 Loading verifies sizes always and checksums by default, so a truncated or swapped file is caught
-before use; a bank whose model fingerprint differs from the model using it is refused elsewhere
-(msa_jax.api).
+before use, and a bank left missing by a replacement killed mid-swap is recovered first. A bank
+whose model fingerprint differs from the model using it is refused elsewhere (msa_jax.api, the
+encoder).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import os
 import numpy as np
 
 from msa_jax.memory.bank import BankError, BankSpec, MemoryBank
-from msa_jax.utils import atomic_directory
+from msa_jax.atomic import atomic_directory, claim, recover_for_reading
 
 FORMAT_VERSION = 1
 _ARRAYS = ("routing_keys", "content_k", "content_v")
@@ -89,9 +91,14 @@ def _live_arrays(bank: MemoryBank) -> tuple[dict[str, np.ndarray], list[int]]:
 
 def save_bank(bank: MemoryBank, path: str, overwrite: bool = False) -> str:
     """Write the bank's live documents (deleted slots are dropped) to `path`, atomically."""
+    with claim(path, overwrite) as path:  # a locked or unwritable path fails before the copy
+        _write(bank, path, overwrite)
+    return path
+
+
+def _write(bank: MemoryBank, path: str, overwrite: bool):
     import orbax.checkpoint as ocp
 
-    path = os.path.abspath(path)
     arrays, live = _live_arrays(bank)
     arrays["prefix_k"], arrays["prefix_v"] = bank.prefix_k, bank.prefix_v
     shapes = {k: list(v.shape) for k, v in arrays.items()}
@@ -112,7 +119,6 @@ def save_bank(bank: MemoryBank, path: str, overwrite: bool = False) -> str:
                                     "tokens": list(bank.doc_tokens[s]),
                                     "text": bank.doc_texts[s]}) + "\n")
         _write_integrity(tmp)
-    return path
 
 
 def load_bank(path: str, checksums: bool = True) -> MemoryBank:
@@ -120,6 +126,7 @@ def load_bank(path: str, checksums: bool = True) -> MemoryBank:
     import orbax.checkpoint as ocp
 
     path = os.path.abspath(path)
+    recover_for_reading(path, "memory bank")
     verify(path, checksums)
     with open(os.path.join(path, "bank.json"), encoding="utf-8") as f:
         meta = json.load(f)

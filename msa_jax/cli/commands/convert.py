@@ -90,12 +90,17 @@ def _with_chat_prefix(msa, src: str):
 
 
 def execute(fv: flags.FlagValues, config):
+    from msa_jax.atomic import claim
+
+    common.require_dir(fv.src, "checkpoint")
+    with claim(fv.dst, fv.overwrite, "--overwrite"):  # locked / existing / unwritable: fail fast
+        _convert(fv, config)
+
+
+def _convert(fv: flags.FlagValues, config):
     from msa_jax.convert import convert_checkpoint, read_config
     from msa_jax.convert.hf import TOKENIZER_FILES
 
-    common.require_dir(fv.src, "checkpoint")
-    if os.path.exists(fv.dst) and not fv.overwrite:
-        raise FileExistsError(f"{fv.dst} exists (pass --overwrite to replace it)")
     cfg = read_config(fv.src)
     msa = _msa_settings(fv, config, cfg)
     dtype = common.setting(fv, "dtype", config, "model.param_dtype") or None

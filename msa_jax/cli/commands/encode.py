@@ -4,7 +4,9 @@
 .txt / .md files, or the reference's .json / .pkl memory files (msa_jax.data.load_corpus). Text
 documents are wrapped as the reference does before tokenizing. With --journal=DIR every encoded
 block is committed to DIR as it finishes, so an interrupted run picks up where it stopped when run
-again with the same flags. The bank is written atomically to --out.
+again with the same flags. The bank is written atomically to --out. --out (and --journal) are
+locked for the whole run: a second run on the same path stops at once, naming the first's pid;
+a locked, existing (without --overwrite), missing or read-only --out fails before any compute.
 """
 
 from __future__ import annotations
@@ -39,11 +41,16 @@ def define_flags(fv: flags.FlagValues, argv):
 
 
 def execute(fv: flags.FlagValues, config):
+    from msa_jax.atomic import claim
+
+    with claim(fv.out, fv.overwrite, "--overwrite"):  # fail before spending the compute
+        _encode(fv, config)
+
+
+def _encode(fv: flags.FlagValues, config):
     import msa_jax
     from msa_jax.data import load_corpus
 
-    if os.path.exists(fv.out) and not fv.overwrite:  # fail before spending the compute
-        raise FileExistsError(f"{fv.out} exists (pass --overwrite to replace it)")
     docs = load_corpus(fv.corpus)
     model = common.load_model(
         fv.model, dtype=common.config_value(config, "model.dtype"),

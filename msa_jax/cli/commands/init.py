@@ -33,6 +33,13 @@ def define_flags(fv: flags.FlagValues, argv):
 
 def execute(fv: flags.FlagValues, config):
     del config
+    from msa_jax.atomic import claim
+
+    with claim(fv.out, fv.overwrite, "--overwrite"):  # locked / existing / unwritable: fail fast
+        _init(fv)
+
+
+def _init(fv: flags.FlagValues):
     import msa_jax
 
     cfg = msa_jax.preset(fv.preset)
