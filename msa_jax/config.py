@@ -12,6 +12,8 @@ import json
 import os
 from typing import Any, Mapping
 
+from msa_jax.errors import ConfigError
+
 # Upstream keys of `msa_config` and the field each maps to (the rest are kept verbatim in `extra`).
 _MSA_KEYS = {
     "pooling_kernel_size": "pooling_size",
@@ -44,10 +46,6 @@ _CHOICES = {
     "last_query_rule": ("upstream", "routing_token"),
     "pooling_mode": ("mean",),
 }
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot describe a valid model."""
 
 
 @dataclasses.dataclass(frozen=True)

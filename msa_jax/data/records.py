@@ -15,6 +15,8 @@ import os
 import pickle
 from typing import Any, Iterator
 
+from msa_jax.errors import CorpusError
+
 Record = tuple[str, str, Any]
 
 JSONL_SUFFIXES = (".jsonl",)
@@ -26,10 +28,6 @@ PICKLE_SUFFIXES = (".pkl", ".pickle")
 # allowed. Anything else (a class, `os.system`, numpy) is refused before it can be called.
 _SAFE_GLOBALS = frozenset({("builtins", "list"), ("builtins", "dict"), ("builtins", "str"),
                            ("builtins", "int")})
-
-
-class CorpusError(ValueError):
-    """A corpus or query file (or record) that cannot be used; the message names the place."""
 
 
 def suffix(path: str) -> str:

@@ -19,11 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from msa_jax.errors import BankError
 from msa_jax.model.query import MemoryView
-
-
-class BankError(ValueError):
-    """Bad use of a memory bank (unknown document, bank from another model, ...)."""
 
 
 def _bucket(n: int, minimum: int) -> int:

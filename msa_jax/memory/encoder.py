@@ -19,6 +19,7 @@ import numpy as np
 
 from kernels_pallas.common import resolve_implementation
 from msa_jax.config import ModelConfig
+from msa_jax.data.tokenizer import check_positions, check_token_ids
 from msa_jax.memory.bank import BankError, BankSpec, MemoryBank
 from msa_jax.memory.fingerprint import model_fingerprint
 from msa_jax.memory.layout import (Block, auto_block_tokens, make_block, max_block_chunks,
@@ -46,13 +47,20 @@ def new_bank(cfg: ModelConfig, params, dtype: str | None = None) -> MemoryBank:
     return MemoryBank(spec, np.asarray(pk), np.asarray(pv))
 
 
-def _validate(docs: Sequence[DocInput]):
+def _validate(cfg: ModelConfig, docs: Sequence[DocInput]):
+    """Non-empty, unique ids, every token id in the vocabulary (an id outside it makes a NaN
+    bank, also for the other documents of its block) and no document longer than the model's
+    positions (document-wise positions restart at 0 per document)."""
     if not docs:
         raise BankError("no documents to encode (empty corpus)")
     seen: dict[str, int] = {}
     for i, d in enumerate(docs):
         if not d.tokens:
             raise BankError(f"document {d.id!r} (#{i}) is empty")
+        what = f"document {d.id!r} (#{i}, {len(d.tokens):,} tokens)"
+        check_positions(len(d.tokens), cfg.max_position_embeddings, what,
+                        "split it into several documents")
+        check_token_ids(d.tokens, cfg.vocab_size, f"document {d.id!r} (#{i})")
         if d.id in seen:
             raise BankError(f"document id {d.id!r} appears twice (#{seen[d.id]} and #{i})")
         seen[d.id] = i
@@ -128,7 +136,7 @@ def encode_documents(cfg: ModelConfig, params, docs: Sequence[DocInput], *,
     on_block(bank): called after each block is appended (memory parallel writes the new chunks
     into its sharded tiers there).
     """
-    _validate(docs)
+    _validate(cfg, docs)
     bank = bank or new_bank(cfg, params, dtype)
     if bank.spec.fingerprint != model_fingerprint(cfg, params):
         raise BankError("this bank was encoded by a different model (fingerprint "

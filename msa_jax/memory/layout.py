@@ -14,9 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-
-class LayoutError(ValueError):
-    """Documents that cannot be packed as asked."""
+from msa_jax.errors import LayoutError
 
 
 @dataclasses.dataclass(frozen=True)
