@@ -102,3 +102,32 @@ def test_query_file_errors_name_the_file(capsys, tmp_path):
     path.write_text('[{"query": "q", "reference_list": [' + "9" * 5000 + "]}]")
     code, _, err = call(capsys, "ask", "--model=m", "--bank=b", f"--queries={path}")
     assert code == common.EXIT_ERROR and f"{path}" in err and "digits" in err, err
+
+
+def test_query_references_missing_from_the_bank_are_named(capsys, monkeypatch, tmp_path):
+    # Today: recall is computed over ids the bank cannot hold, and 0.00 reads as a real result.
+    import msa_jax
+    from msa_jax.inference.interleave import Answer
+    from msa_jax.inference.memory_generate import LayerChoice
+
+    class Bank:
+        doc_ids = ["a", "b", None]  # None: a deleted slot
+        num_docs = 2
+
+    class Model:
+        cfg, tokenizer = msa_jax.preset("tiny-msa", msa=msa_jax.MSAConfig(top_k_docs=1)), object()
+
+        def ask(self, question, bank, **kwargs):
+            return Answer("x", [], [LayerChoice(0, ["a"], [1.0])])
+
+    monkeypatch.setattr(common, "load_model", lambda *a, **k: Model())
+    monkeypatch.setattr(common, "load_bank", lambda *a, **k: Bank())
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"query": "q", "reference_list": ["a", "zz"]}\n'
+                       '{"query": "r", "reference_list": ["yy"]}\n')
+    code, out, err = call(capsys, "ask", "--model=m", "--bank=b", f"--queries={queries}",
+                          "--nointerleave")
+    assert code == 0, err
+    assert ("msa-jax ask: warning: 2 reference id(s) of 2 query(ies) are not in the bank b, and "
+            "are left out of the recall: query '0': 'zz'; query '1': 'yy'") in err
+    assert "routing recall@1 over 1 questions: 1.00" in out

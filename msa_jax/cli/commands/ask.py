@@ -6,7 +6,9 @@ default) the model names document ids, their text is injected and the question r
 to --max_rounds rounds, then it answers; with --nointerleave it answers after one routed pass.
 For every round the top-k documents of every router layer are printed with their scores, reference
 documents marked *. When the queries carry reference_list, routing recall@k is printed: the
-share of reference documents among those routed for the question. --json_out saves it all.
+share of reference documents among those routed for the question; reference ids the bank does not
+hold are named in a warning and left out (a query left with none is not counted). --json_out saves
+it all.
 """
 
 from __future__ import annotations
@@ -58,6 +60,24 @@ def _questions(fv: flags.FlagValues):
     return load_queries(fv.queries)
 
 
+def _references_in(queries, bank, where: str):
+    """The queries with only the reference ids the bank holds; the others are named in a warning
+    (a recall over documents the bank lacks would read as a real 0.00)."""
+    from msa_jax.data import missing_references, without_references
+
+    missing = missing_references(queries, bank.doc_ids)
+    if not missing:
+        return queries
+    count = sum(map(len, missing.values()))
+    named = "; ".join(f"query {q!r}: {', '.join(map(repr, ids[:5]))}"
+                      + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+                      for q, ids in list(missing.items())[:5])
+    more = f"; and {len(missing) - 5} more queries" if len(missing) > 5 else ""
+    print(f"msa-jax ask: warning: {count} reference id(s) of {len(missing)} query(ies) are not in "
+          f"the bank {where}, and are left out of the recall: {named}{more}", file=sys.stderr)
+    return without_references(queries, missing)
+
+
 def execute(fv: flags.FlagValues, config):
     queries = _questions(fv)
     interleave = common.setting(fv, "interleave", config, "ask.interleave")
@@ -79,6 +99,7 @@ def execute(fv: flags.FlagValues, config):
     if model.tokenizer is None:
         raise InputError(f"{fv.model} has no tokenizer: `ask` needs one for text questions")
     bank = common.load_bank(fv.bank)
+    queries = _references_in(queries, bank, fv.bank)
     mode = "with Memory Interleave" if interleave else "without Memory Interleave"
     print(f"{len(queries)} question(s), {mode}; bank {bank.num_docs} documents; top-"
           f"{model.cfg.msa.top_k_docs} per router layer; * = reference document", flush=True)
