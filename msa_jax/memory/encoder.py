@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import zipfile
 from typing import Callable, Sequence
 
 import jax.numpy as jnp
@@ -20,6 +21,7 @@ import numpy as np
 from kernels_pallas.common import resolve_implementation
 from msa_jax.config import ModelConfig
 from msa_jax.data.tokenizer import check_positions, check_token_ids
+from msa_jax.errors import parse_json
 from msa_jax.memory.bank import BankError, BankSpec, MemoryBank
 from msa_jax.memory.fingerprint import model_fingerprint
 from msa_jax.memory.layout import (Block, auto_block_tokens, make_block, max_block_chunks,
@@ -84,28 +86,55 @@ class _Journal:
         os.makedirs(directory, exist_ok=True)
         plan = os.path.join(directory, "plan.json")
         if os.path.exists(plan):
-            with open(plan, encoding="utf-8") as f:
-                old = json.load(f).get("key")
+            old = self._read_plan(plan)
             if old != key:
                 raise BankError(f"journal {directory} belongs to another encoding (different "
                                 f"corpus, model or block size); remove it or use another")
         else:
             atomic_write_bytes(plan, json.dumps({"key": key}).encode())
 
+    def _read_plan(self, plan: str) -> str | None:
+        recover = f"delete the journal folder {self.dir} to encode from the start"
+        with open(plan, "rb") as f:
+            raw = f.read()
+        try:
+            value = parse_json(raw, plan, BankError)
+        except BankError as e:
+            raise BankError(f"{e}; {recover}") from None
+        if not isinstance(value, dict) or not isinstance(value.get("key"), str):
+            raise BankError(f"{plan}: not a journal plan (expected {{\"key\": ...}}); {recover}")
+        return value["key"]
+
     def _path(self, i: int) -> str:
         return os.path.join(self.dir, f"block_{i:06d}.npz")
 
-    def load(self, i: int):
-        if self.dir is None or not os.path.exists(self._path(i)):
+    def load(self, i: int, shape: tuple[int, ...]):
+        """Block i's tiers, each of `shape` [R, n, K, H], or None if it was not committed."""
+        path = self._path(i)
+        if self.dir is None or not os.path.exists(path):
             return None
-        with np.load(self._path(i)) as z:
-            return {k: z[k] for k in z.files}
+        recover = f"delete {path} to encode that block again (or the folder {self.dir})"
+        try:
+            with np.load(path) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+            raise BankError(f"journal block {i} ({path}) is truncated or corrupt "
+                            f"({type(e).__name__}: {e}); {recover}") from None
+        for name in _TIERS:
+            got = arrays[name].shape if name in arrays else None
+            if got != shape:
+                raise BankError(f"journal block {i} ({path}): {name} has shape {got}, this "
+                                f"encoding expects {shape}; {recover}")
+        return arrays
 
     def commit(self, i: int, arrays: dict):
         if self.dir is not None:
             buf = io.BytesIO()
             np.savez(buf, **arrays)
             atomic_write_bytes(self._path(i), buf.getvalue())
+
+
+_TIERS = ("routing_keys", "keys", "values")  # the arrays of one encoded block
 
 
 def _block_target(cfg: ModelConfig) -> int:
@@ -119,8 +148,7 @@ def _encode_one(cfg: ModelConfig, params, block: Block, num_chunks: int, dtype) 
     pooled, _ = encode_block(cfg, params, row(block.tokens), row(block.positions),
                              row(block.segment_ids), row(block.chunk_ids), num_chunks)
     n = block.num_chunks
-    return {name: np.asarray(getattr(pooled, name)[:, :n]).astype(dtype)
-            for name in ("routing_keys", "keys", "values")}
+    return {name: np.asarray(getattr(pooled, name)[:, :n]).astype(dtype) for name in _TIERS}
 
 
 def encode_documents(cfg: ModelConfig, params, docs: Sequence[DocInput], *,
@@ -153,7 +181,7 @@ def encode_documents(cfg: ModelConfig, params, docs: Sequence[DocInput], *,
     for i, (first, n) in enumerate(plan):
         part = docs[first:first + n]
         block = make_block([d.tokens for d in part], first, block_tokens, pool)
-        arrays = log.load(i)
+        arrays = log.load(i, bank.spec.chunk_shape(block.num_chunks))
         if arrays is None:
             arrays = _encode_one(cfg, params, block, num_chunks, np_dtype)
             log.commit(i, arrays)
