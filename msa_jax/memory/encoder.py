@@ -110,9 +110,9 @@ class _Journal:
 
     def load(self, i: int, shape: tuple[int, ...]):
         """Block i's tiers, each of `shape` [R, n, K, H], or None if it was not committed."""
-        path = self._path(i)
-        if self.dir is None or not os.path.exists(path):
+        if self.dir is None or not os.path.exists(self._path(i)):
             return None
+        path = self._path(i)
         recover = f"delete {path} to encode that block again (or the folder {self.dir})"
         try:
             with np.load(path) as z:

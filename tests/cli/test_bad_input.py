@@ -1,6 +1,7 @@
 """Bad input to `msa-jax` gets a one-line error naming it; a bug gets another message and exit
 code (issue 9 §3). In-process `main(argv)` calls, refused before any JAX work, unless named."""
 
+import json
 import subprocess
 import sys
 
@@ -131,3 +132,45 @@ def test_query_references_missing_from_the_bank_are_named(capsys, monkeypatch, t
     assert ("msa-jax ask: warning: 2 reference id(s) of 2 query(ies) are not in the bank b, and "
             "are left out of the recall: query '0': 'zz'; query '1': 'yy'") in err
     assert "routing recall@1 over 1 questions: 1.00" in out
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    """A tiny random MSA checkpoint with the byte tokenizer (263 ids) and 4,096 positions."""
+    import msa_jax
+    from msa_jax.data import ByteTokenizer
+
+    tok = ByteTokenizer()
+    cfg = msa_jax.preset("tiny-msa", vocab_size=tok.vocab_size, pad_token_id=tok.pad_id,
+                         eos_token_id=tok.eos_ids)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny"
+    msa_jax.MSAModel.random(cfg, 0, tok).save_pretrained(str(path))
+    return path
+
+
+@pytest.mark.parametrize("record, message", [
+    # today: a NaN bank (also for document "a", in the same block), then `ask` answers <|pad|>
+    ({"id": "b", "tokens": [10, 263, 12]},
+     "document 'b' (#1): token id 263 at position 1 is outside the model's vocabulary 0..262"),
+    # today: one block of a million tokens (16 GB), or a hang at 100K characters
+    ({"id": "b", "text": "x" * 1_000_000}, "document 'b' (#1) has 1,000,0"),
+    ({"id": "b", "text": "y" * 5_000}, "document 'b' (#1, 5,010 tokens) needs 5,010 positions, "
+                                       "more than the model's max_position_embeddings of 4,096"),
+])
+def test_encode_refuses_documents_the_model_cannot_read(capsys, tmp_path, tiny_ckpt, record,
+                                                        message):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps({"id": "a", "tokens": [10, 11, 12]}) + "\n"
+                      + json.dumps(record) + "\n")
+    code, out, err = call(capsys, "encode", f"--model={tiny_ckpt}", f"--corpus={corpus}",
+                          f"--out={tmp_path / 'bank'}", "--noprogress")
+    assert code == common.EXIT_ERROR, err
+    assert err.startswith(f"msa-jax encode: error: {message}") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "bank").exists()
+
+
+def test_generate_refuses_a_prompt_that_does_not_fit(capsys, tiny_ckpt):
+    code, _, err = call(capsys, "generate", f"--model={tiny_ckpt}", "--prompt_ids=5,6,7",
+                        "--max_new_tokens=4094")
+    assert code == common.EXIT_ERROR, err
+    assert "prompt 0 (3 tokens) + max_new_tokens 4,094 needs 4,097 positions" in err
