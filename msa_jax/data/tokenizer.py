@@ -117,8 +117,9 @@ def check_token_ids(ids: Any, vocab_size: int, what: str) -> np.ndarray:
 def check_positions(needed: int, limit: int, what: str, advice: str = "") -> None:
     """InputError unless `needed` positions fit the model's `limit` (max_position_embeddings)."""
     if needed > limit:
+        advice = f"; {advice}" if advice else ""
         raise InputError(f"{what} needs {needed:,} positions, more than the model's "
-                         f"max_position_embeddings of {limit:,}" + (f"; {advice}" if advice else ""))
+                         f"max_position_embeddings of {limit:,}{advice}")
 
 
 class ByteTokenizer(Tokenizer):

@@ -58,7 +58,8 @@ def _raising(error):
 
 
 @pytest.mark.parametrize("error, code, message", [
-    (BankError("bank/bank.json: bad"), common.EXIT_ERROR, "msa-jax info: error: bank/bank.json: bad"),
+    (BankError("bank/bank.json: bad"), common.EXIT_ERROR,
+     "msa-jax info: error: bank/bank.json: bad"),
     (FileNotFoundError("x: no such file"), common.EXIT_ERROR, "msa-jax info: error: x: no such"),
     # a ValueError that is not an MSAError is a bug (e.g. JAX's shape errors), not bad input
     (ValueError("Incompatible shapes for broadcasting: (2, 3) and (4,)"), common.EXIT_INTERNAL,

@@ -36,7 +36,8 @@ def test_integer_and_boolean_tensors_are_refused(ckpt, tmp_path, dtype):  # noqa
 @pytest.mark.parametrize("fields, message", [
     ({"hidden_act": "gelu"}, "hidden_act='gelu' is not supported"),
     ({"hidden_act": "gelu_pytorch_tanh"}, "hidden_act='gelu_pytorch_tanh' is not supported"),
-    ({"use_sliding_window": True, "sliding_window": 16}, "use_sliding_window=True is not supported"),
+    ({"use_sliding_window": True, "sliding_window": 16},
+     "use_sliding_window=True is not supported"),
     ({"layer_types": ["full_attention", "sliding_attention"]}, "'sliding_attention' layers"),
     ({"attention_bias": True}, "attention_bias=True is not supported"),
     ({"mlp_bias": True}, "mlp_bias=True is not supported"),

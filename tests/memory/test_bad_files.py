@@ -48,7 +48,8 @@ def test_the_untouched_copy_loads(bank_dir):
     (lambda m: m["spec"].pop("dtype"), r"bank\.json, spec: missing fields \['dtype'\]"),
     (lambda m: m["spec"].update(rope=1), r"bank\.json, spec: unknown fields \['rope'\]"),
     (lambda m: m["shapes"].pop("content_v"), r"bank\.json, shapes: missing fields"),
-    (lambda m: m["shapes"].update(content_k="big"), r"bank\.json: malformed shapes \['content_k'\]"),
+    (lambda m: m["shapes"].update(content_k="big"),
+     r"bank\.json: malformed shapes \['content_k'\]"),
 ])
 def test_bank_json_fields_are_checked(bank_dir, edit, message):
     _edit_json(os.path.join(bank_dir, "bank.json"), edit)
