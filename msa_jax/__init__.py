@@ -9,6 +9,7 @@
 from msa_jax.api import MSAModel, from_pretrained
 from msa_jax.config import ConfigError, MSAConfig, ModelConfig, preset
 from msa_jax.convert import CheckpointError
+from msa_jax.errors import InputError, MSAError
 from msa_jax.inference.interleave import Answer, PromptTemplate
 from msa_jax.inference.sampling import Sampling
 from msa_jax.memory.bank import BankError, MemoryBank
@@ -17,6 +18,7 @@ from msa_jax.memory.store import load_bank, save_bank
 
 __version__ = "0.1.0"
 
-__all__ = ["Answer", "BankError", "CheckpointError", "ConfigError", "MSAConfig", "MSAModel",
+__all__ = ["Answer", "BankError", "CheckpointError", "ConfigError", "InputError", "MSAConfig",
+           "MSAError", "MSAModel",
            "MemoryBank", "MemoryPlacement", "ModelConfig", "PromptTemplate", "Sampling", "from_pretrained",
            "load_bank", "preset", "save_bank"]

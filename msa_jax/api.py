@@ -23,7 +23,8 @@ from msa_jax.config import MSAConfig, ModelConfig
 from msa_jax.convert import load_pretrained, save_pretrained
 from msa_jax.data.corpus import Document
 from msa_jax.data.template import chat_prefix
-from msa_jax.data.tokenizer import load_tokenizer
+from msa_jax.data.tokenizer import check_positions, check_token_ids, load_tokenizer
+from msa_jax.errors import InputError
 from msa_jax.inference.generate import bucket, generate as generate_tokens
 from msa_jax.inference.interleave import Answer, PromptTemplate, memory_interleave, question_row
 from msa_jax.inference.memory_generate import (LayerChoice, QueryRow, append_block,
@@ -88,23 +89,37 @@ class MSAModel:
     # -- plain language model ----------------------------------------------------------------------
     def __call__(self, input_ids, positions=None) -> jax.Array:
         """input_ids [B, T] (or [T]) -> logits [B, T, V] float32 (causal, no memory)."""
-        ids = jnp.asarray(input_ids, jnp.int32)
+        ids = jnp.asarray(check_token_ids(input_ids, self.cfg.vocab_size, "input_ids"), jnp.int32)
         if ids.ndim == 1:
             ids = ids[None]
         if positions is None:
+            check_positions(ids.shape[1], self.cfg.max_position_embeddings, "input_ids")
             positions = jnp.broadcast_to(jnp.arange(ids.shape[1], dtype=jnp.int32), ids.shape)
         return _logits(self.cfg, self.params, ids, jnp.asarray(positions, jnp.int32))
 
-    def _encode_text(self, text: str, allow_special: bool = False) -> list[int]:
-        if self.tokenizer is None:
-            raise ValueError("this model has no tokenizer: pass token ids instead of text")
-        return self.tokenizer.encode(text, allow_special=allow_special)
+    def _encode_text(self, text: str, allow_special: bool = False, what: str = "the text",
+                     room: int | None = None) -> list[int]:
+        """Token ids of `text`, each checked to be in the model's vocabulary. A text that cannot
+        fit in `room` positions (default: all the model has) is refused by its length before it
+        is tokenized, where the tokenizer bounds the characters per token."""
+        tok = self.tokenizer
+        if tok is None:
+            raise InputError("this model has no tokenizer: pass token ids instead of text")
+        room = self.cfg.max_position_embeddings if room is None else room
+        per_token = tok.max_token_chars
+        if per_token is not None and len(text) > max(room, 0) * per_token:
+            raise InputError(f"{what} has {len(text):,} characters, more than {max(room, 0):,} "
+                             f"tokens of at most {per_token} characters can hold (the model's "
+                             f"max_position_embeddings is {self.cfg.max_position_embeddings:,})")
+        ids = tok.encode(text, allow_special=allow_special)
+        check_token_ids(ids, self.cfg.vocab_size, what)
+        return ids
 
     def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
         """Token ids -> text; ids beyond the tokenizer's vocabulary (a model vocabulary padded
         past it) are dropped."""
         if self.tokenizer is None:
-            raise ValueError("this model has no tokenizer: it works on token ids")
+            raise InputError("this model has no tokenizer: it works on token ids")
         n = self.tokenizer.vocab_size
         return self.tokenizer.decode([i for i in ids if 0 <= i < n], skip_special=skip_special)
 
@@ -114,7 +129,18 @@ class MSAModel:
         single = isinstance(prompts, str) or (len(prompts) > 0 and isinstance(prompts[0], int))
         batch = [prompts] if single else list(prompts)
         as_text = isinstance(batch[0], str)
-        ids = [self._encode_text(p) if as_text else list(p) for p in batch]
+        if max_new_tokens < 1:
+            raise InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        room = self.cfg.max_position_embeddings - max_new_tokens
+        ids = [self._encode_text(p, what=f"prompt {i}", room=room) if as_text else
+               check_token_ids(p, self.cfg.vocab_size, f"prompt {i}").tolist()
+               for i, p in enumerate(batch)]
+        for i, p in enumerate(ids):
+            if not p:
+                raise InputError(f"prompt {i} is empty")
+            check_positions(len(p) + max_new_tokens, self.cfg.max_position_embeddings,
+                            f"prompt {i} ({len(p):,} tokens) + max_new_tokens {max_new_tokens:,}",
+                            "shorten the prompt or lower max_new_tokens")
         out = generate_tokens(self.cfg, self.params, ids, max_new_tokens,
                               Sampling(temperature, top_p, seed), eos_ids)
         if as_text:
@@ -144,7 +170,8 @@ class MSAModel:
                 out.append(DocInput(d.id, tuple(d.tokens), d.text))
             else:
                 wrapped = self.template.format_document(d.id, d.text)
-                out.append(DocInput(d.id, tuple(self._encode_text(wrapped, True)), d.text))
+                ids = self._encode_text(wrapped, True, f"document {d.id!r} (#{i})")
+                out.append(DocInput(d.id, tuple(ids), d.text))
         return out
 
     def encode_memory(self, docs, bank: MemoryBank | None = None, block_tokens: int | None = None,
@@ -169,6 +196,15 @@ class MSAModel:
             f"upgrade it with `msa-jax convert --src={src} --dst=MSA_DIR --router_layers=i,j,...` "
             f"or from_pretrained(..., msa=msa_jax.MSAConfig(router_layers=(i, j, ...)))")
 
+        self.require_msa("read a memory bank")
+    def _check_query_positions(self, tokens: int, what: str):
+        """Query rows start at position msa.query_offset: `tokens` more must fit after it."""
+        offset = self.cfg.msa.query_offset
+        check_positions(offset + tokens, self.cfg.max_position_embeddings,
+                        f"{what} (query offset {offset} + {tokens:,} tokens)",
+                        "shorten the question or lower max_new_tokens / answer_tokens / "
+                        "max_rounds")
+
     def check_bank(self, bank: MemoryBank):
         self.require_msa("read a memory bank")
         if bank.spec.fingerprint != self.fingerprint:
@@ -190,6 +226,9 @@ class MSAModel:
         Returns (new tokens per row, routed documents per row and router layer). With a
         `placement` the model runs under its mesh (its activation constraints bind to it)."""
         self.check_bank(bank)
+        for i, row in enumerate(rows):
+            check_token_ids(row.tokens, self.cfg.vocab_size, f"query row {i}")
+            self._check_query_positions(len(row.tokens) + max_new_tokens, f"query row {i}")
         view, select, fetch = _placement_of(bank, placement)
         with use_mesh(_mesh_of(placement)):
             new, pre = generate_from_memory(
@@ -207,11 +246,15 @@ class MSAModel:
         documents chosen and their scores."""
         self.require_msa("answer from a memory bank")
         if not question.strip():
-            raise ValueError("the question is empty")
+            raise InputError("the question is empty")
         self.check_bank(bank)
         sampling = Sampling(temperature, top_p, seed)
+        # refused by its length before it is tokenized when it cannot fit (the exact check is on
+        # the query row, below and in every Memory Interleave round)
+        self._encode_text(question, what="the question",
+                          room=self.cfg.max_position_embeddings - self.cfg.msa.query_offset)
         if not interleave:
-            row = question_row(self.tokenizer, self.template, question, interleave=False)
+            row = question_row(_KnownIds(self), self.template, question, interleave=False)
             stop = [self.tokenizer.token_id(self.template.answer_end)] \
                 if self.template.answer_end in self.tokenizer.special_tokens else []
             new, choices = self.ask_tokens([row], bank, answer_tokens, sampling,
@@ -219,24 +262,26 @@ class MSAModel:
             return Answer(self.decode(new[0]).strip(), [], choices[0])
         texts = {bank.doc_ids[s]: bank.doc_texts[s] or self.decode(bank.doc_tokens[s], False)
                  for s in bank.live_slots()}
-        intro = self.tokenizer.encode(self.template.answer_intro.format(question=question),
-                                      allow_special=True)
+        intro = self._encode_text(self.template.answer_intro.format(question=question), True,
+                                  "the answer prompt")
         budget = bucket(max(max_new_tokens, answer_tokens), 8)  # one decode loop for all rounds
         session = _InterleaveSession(self, bank, sampling, placement, budget,
-                                     reserve=bucket(len(intro), 8) + budget)
+                                     reserve=bucket(len(intro), 8) + budget,
+                                     after=max_new_tokens + len(intro) + answer_tokens)
         with use_mesh(_mesh_of(placement)):  # the model's activation constraints bind to it
             return memory_interleave(session, _KnownIds(self), question, texts, self.template,
                                      max_rounds, max_new_tokens, answer_tokens)
 
 
 class _KnownIds:
-    """The model's tokenizer, decoding only ids it knows (see MSAModel.decode)."""
+    """The model's tokenizer, encoding only to ids the model has and decoding only ids the
+    tokenizer knows (see MSAModel._encode_text, MSAModel.decode)."""
 
     def __init__(self, model: MSAModel):
         self.model, self.tok = model, model.tokenizer
 
     def encode(self, text: str, allow_special: bool = False) -> list[int]:
-        return self.tok.encode(text, allow_special=allow_special)
+        return self.model._encode_text(text, allow_special, "the query text")
 
     def decode(self, ids, skip_special: bool = False) -> str:
         return self.model.decode(ids, skip_special)
@@ -249,13 +294,19 @@ class _InterleaveSession:
     """RoundModel over an MSAModel and a bank; keeps the last round's cache for the answer."""
 
     def __init__(self, model: MSAModel, bank: MemoryBank, sampling: Sampling, placement,
-                 budget: int, reserve: int):
+                 budget: int, reserve: int, after: int):
         self.model, self.bank, self.sampling, self.placement = model, bank, sampling, placement
         self.budget, self.reserve = budget, reserve  # decode-loop size; room for the answer
+        self.after = after  # positions a round's row is followed by: generation, intro, answer
         self.last = None  # (cache, next positions)
+        self.round = 0
 
     def retrieve_round(self, row: QueryRow, max_new_tokens: int, stop_ids: Sequence[int]):
         m = self.model
+        self.round += 1
+        m._check_query_positions(len(row.tokens) + self.after,
+                                 f"Memory Interleave round {self.round} (the question, the "
+                                 f"injected documents, the generation and the answer)")
         view, select, fetch = _placement_of(self.bank, self.placement)
         new, pre = generate_from_memory(
             m.cfg, m.params, view, jnp.asarray(self.bank.prefix_k),

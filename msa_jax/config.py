@@ -12,6 +12,8 @@ import json
 import os
 from typing import Any, Mapping
 
+from msa_jax.errors import ConfigError
+
 # Upstream keys of `msa_config` and the field each maps to (the rest are kept verbatim in `extra`).
 _MSA_KEYS = {
     "pooling_kernel_size": "pooling_size",
@@ -36,6 +38,18 @@ _PORT_KEY = "msa_jax"
 _PORT_FIELDS = ("prefix_token_ids", "query_position_offset", "inference_score_mode",
                 "last_query_rule", "bidirectional_injected_blocks", "router_init_std")
 
+# Hugging Face config fields that change the computation, with the only values this port computes
+# (absent counts as that value); any other value is refused rather than silently ignored.
+_SUPPORTED_HF = {
+    "model_type": ("qwen3", "msa"),
+    "hidden_act": ("silu",),
+    "hidden_activation": ("silu",),
+    "use_sliding_window": (False,),
+    "attention_bias": (False,),
+    "mlp_bias": (False,),
+    "attention_dropout": (0, 0.0),
+}
+
 _CHOICES = {
     "head_reduce": ("mean", "max"),
     "query_reduce": ("max", "mean", "last"),
@@ -44,10 +58,6 @@ _CHOICES = {
     "last_query_rule": ("upstream", "routing_token"),
     "pooling_mode": ("mean",),
 }
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot describe a valid model."""
 
 
 class FrozenDict(tuple):
@@ -268,12 +278,9 @@ class ModelConfig:
                                "num_hidden_layers", "num_attention_heads") if k not in d]
         if missing:
             raise ConfigError(f"config.json lacks {missing}")
+        _refuse_unsupported(d)
         rope = d.get("rope_parameters") or {}
         theta = d.get("rope_theta", rope.get("rope_theta", 1_000_000.0))
-        scaling = d.get("rope_scaling") or {}
-        rope_type = rope.get("rope_type", scaling.get("rope_type", scaling.get("type", "default")))
-        if rope_type not in ("default", None):
-            raise ConfigError(f"rope type {rope_type!r} is not supported (only default RoPE)")
         n_layers = int(d["num_hidden_layers"])
         num_heads = int(d["num_attention_heads"])
         msa = None
@@ -345,6 +352,29 @@ class ModelConfig:
             except json.JSONDecodeError as e:
                 raise ConfigError(f"{path}: not valid JSON ({e})") from e
         return cls.from_hf(d, **overrides)
+
+
+def _refuse_unsupported(d: Mapping[str, Any]):
+    """ConfigError naming the first field of a Hugging Face config that asks for a computation
+    this port does not do (another activation, sliding-window attention, biases, RoPE scaling):
+    loading it anyway would compute another model and answer wrongly without a word."""
+    for key, allowed in _SUPPORTED_HF.items():
+        if key in d and d[key] is not None and d[key] not in allowed:
+            raise ConfigError(f"{key}={d[key]!r} is not supported (this port computes only "
+                              f"{key}={allowed[0]!r})")
+    sliding = [t for t in d.get("layer_types") or () if t != "full_attention"]
+    if sliding:
+        raise ConfigError(f"layer_types has {sliding[0]!r} layers: only full attention is "
+                          "supported")
+    for key in ("rope_scaling", "rope_parameters"):
+        rope = d.get(key) or {}
+        if not isinstance(rope, Mapping):
+            raise ConfigError(f"{key}={rope!r} is not supported (expected an object or null)")
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        scaled = {k: v for k, v in rope.items() if k not in ("rope_type", "type", "rope_theta")}
+        if rope_type not in ("default", None) or (key == "rope_scaling" and scaled):
+            raise ConfigError(f"{key}={dict(rope)!r} is not supported (only default RoPE, "
+                              "no scaling)")
 
 
 def _qwen3(**kw) -> ModelConfig:

@@ -27,6 +27,8 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from msa_jax.errors import ConfigError
+
 DATA, MEMORY, MODEL = "data", "memory", "model"
 MESH_AXES = (DATA, MEMORY, MODEL)
 
@@ -116,11 +118,11 @@ def make_mesh(data: int = 1, memory: int | None = None, model: int = 1,
     devices = list(devices if devices is not None else jax.devices())
     if memory is None:
         if len(devices) % (data * model):
-            raise ValueError(f"{len(devices)} devices do not split into data={data} x model={model}")
+            raise ConfigError(f"{len(devices)} devices do not split into data={data} x model={model}")
         memory = len(devices) // (data * model)
     need = data * memory * model
     if need > len(devices):
-        raise ValueError(f"mesh data={data} x memory={memory} x model={model} needs {need} devices, "
+        raise ConfigError(f"mesh data={data} x memory={memory} x model={model} needs {need} devices, "
                          f"{len(devices)} available")
     grid = np.array(devices[:need], dtype=object).reshape(data, memory, model)
     return Mesh(grid, MESH_AXES)

@@ -8,6 +8,8 @@ a flag given on the command line, the `--config` file (ml_collections), the flag
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import time
 from typing import Any, Sequence
@@ -16,11 +18,23 @@ from absl import flags
 from ml_collections import config_flags
 
 from msa_jax.data.template import chat_prefix  # commands use common.chat_prefix too
+from msa_jax.errors import MSAError
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-# Library errors that mean bad input, not a bug: CheckpointError, BankError, CorpusError,
-# ConfigError, TokenizerError, LayoutError are ValueErrors; missing / existing paths are OSErrors.
-LIBRARY_ERRORS = (ValueError, OSError)
+# Exit codes (README, `msa-jax help`): 0 ok; 1 bad input (a file, a checkpoint, a bank, a
+# document...: one line naming it); 2 bad command-line use; 3 an internal error (a bug: please
+# report it); 130 interrupted; 141 the output was closed early (`msa-jax info ... | head`).
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141
+EXIT_CODES = ((EXIT_OK, "ok"), (EXIT_ERROR, "bad input: a file, checkpoint, bank, document or "
+                                           "setting, named in one line"),
+              (EXIT_USAGE, "bad command-line use (flags)"),
+              (EXIT_INTERNAL, "internal error: a bug in msa-jax, please report it"),
+              (EXIT_INTERRUPTED, "interrupted"),
+              (EXIT_BROKEN_PIPE, "the output was closed early (e.g. `| head`)"))
+# Errors that mean bad input, not a bug: every msa_jax.errors.MSAError (CheckpointError,
+# BankError, CorpusError, ConfigError, TokenizerError, LayoutError, InputError) and OSErrors
+# (missing, existing or unreadable paths). Anything else is reported as an internal error.
+LIBRARY_ERRORS = (MSAError, OSError)
 DTYPES = ("float32", "bfloat16", "float16")
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../msa_jax
 REPO_ROOT = os.path.dirname(PACKAGE_ROOT)
@@ -70,15 +84,69 @@ def define_dtype_flag(fv: flags.FlagValues, help_text: str):
     flags.DEFINE_enum("dtype", None, DTYPES, help_text, flag_values=fv)
 
 
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """What a numeric setting accepts: its kind (int or float; always finite) and its range."""
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # `low` itself is outside
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` is not accepted, or None."""
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or (self.kind is int and not isinstance(value, int)):
+            return "expected an integer" if self.kind is int else "expected a number"
+        if not math.isfinite(value):
+            return "expected a finite number"
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return f"must be {'>' if self.low_open else '>='} {self.low}"
+        if self.high is not None and value > self.high:
+            return f"must be <= {self.high}"
+        return None
+
+
+# The one table of numeric settings: a flag of this name and the --config value it stands for
+# (`setting`, `config_setting`) are checked by the same rule.
+BOUNDS = {
+    "max_new_tokens": Bounds(int, 1), "answer_tokens": Bounds(int, 1),
+    "max_rounds": Bounds(int, 1), "top_k": Bounds(int, 1), "pooling_size": Bounds(int, 1),
+    "block_tokens": Bounds(int, 0), "seed": Bounds(int, -2**63, 2**63 - 1),
+    "vocab_size": Bounds(int, 1),
+    "temperature": Bounds(float, 0.0), "top_p": Bounds(float, 0.0, 1.0, low_open=True),
+}
+
+
+def define_bounded(fv: flags.FlagValues, name: str, default: Any, help_text: str):
+    """An integer or float flag checked by BOUNDS[name] (NaN and infinity refused too)."""
+    bounds = BOUNDS[name]
+    define = flags.DEFINE_integer if bounds.kind is int else flags.DEFINE_float
+    define(name, default, help_text, flag_values=fv)
+
+    def check(value):
+        problem = None if value is None else bounds.problem(value)
+        if problem:
+            raise flags.ValidationError(problem)
+        return True
+
+    flags.register_validator(name, check, flag_values=fv)
+
+
+def checked(name: str, value: Any, where: str) -> Any:
+    """`value` if BOUNDS[name] accepts it, else a UsageError naming `where` (a flag or a key)."""
+    problem = BOUNDS[name].problem(value)
+    if problem:
+        raise UsageError(f"{where}={value!r}: {problem}")
+    return value
+
+
 def define_sampling_flags(fv: flags.FlagValues, max_new_tokens: int):
-    flags.DEFINE_integer("max_new_tokens", max_new_tokens, "Tokens to generate at most.",
-                         lower_bound=1, flag_values=fv)
-    flags.DEFINE_float("temperature", 0.0, "Sampling temperature; 0 = greedy.", lower_bound=0.0,
-                       flag_values=fv)
-    flags.DEFINE_float("top_p", 1.0, "Nucleus sampling: keep the smallest set of tokens whose "
-                       "probability reaches top_p.", lower_bound=0.0, upper_bound=1.0,
-                       flag_values=fv)
-    flags.DEFINE_integer("seed", 0, "Seed of the sampler.", flag_values=fv)
+    define_bounded(fv, "max_new_tokens", max_new_tokens, "Tokens to generate at most.")
+    define_bounded(fv, "temperature", 0.0, "Sampling temperature (>= 0); 0 = greedy.")
+    define_bounded(fv, "top_p", 1.0, "Nucleus sampling, in (0, 1]: keep the smallest set of "
+                   "tokens whose probability reaches top_p.")
+    define_bounded(fv, "seed", 0, "Seed of the sampler.")
 
 
 def loaded_config(fv: flags.FlagValues):
@@ -107,11 +175,19 @@ def config_value(config, path: str, default: Any = None) -> Any:
 
 
 def setting(fv: flags.FlagValues, name: str, config, path: str) -> Any:
-    """Flag `name` if given on the command line, else --config's `path`, else the flag default."""
+    """Flag `name` if given on the command line, else --config's `path`, else the flag default.
+    A config value is checked by the flag's own bounds (BOUNDS)."""
     if fv[name].present or config is None:
         return fv[name].value
-    value = config_value(config, path, fv[name].value)
-    return fv[name].value if value is None else value
+    value = config_value(config, path)
+    if value is None:
+        return fv[name].value
+    return checked(name, value, f"--config.{path}") if name in BOUNDS else value
+
+
+def config_setting(config, path: str, name: str) -> Any:
+    """--config's `path`, checked by BOUNDS[name] (for settings that have no flag)."""
+    return checked(name, config_value(config, path), f"--config.{path}")
 
 
 def enable_compilation_cache(path: str):

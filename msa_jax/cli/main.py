@@ -4,13 +4,14 @@
     msa-jax help [command]     msa-jax <command> --help     msa-jax --helpfull     msa-jax --version
 
 `run()` is the console script (absl.app.run); `main(argv)` does the work and returns the exit code
-(0 ok, 1 an error from the library, reported in one line, 2 bad usage, 130 interrupted), so tests
-can call it in-process.
+(common.EXIT_CODES: 0 ok, 1 bad input reported in one line, 2 bad usage, 3 an internal error,
+130 interrupted, 141 output closed early), so tests can call it in-process.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import sys
 import textwrap
@@ -36,7 +37,8 @@ def _top_help(full: bool = False) -> str:
     lines += [f"  {name:<{width}}  {cmd.SUMMARY}" for name, cmd in COMMANDS.items()]
     lines += [f"  {'help':<{width}}  this list; `{PROG} help <command>` for one command", "",
               f"Run `{PROG} <command> --help` for a command's flags; `{PROG} demo` runs the whole "
-              "pipeline on a tiny random model (no downloads)."]
+              "pipeline on a tiny random model (no downloads).", "", "exit codes:"]
+    lines += [f"  {code:<{width}}  {meaning}" for code, meaning in common.EXIT_CODES]
     text = "\n".join(lines) + "\n"
     if full:
         text += "".join("\n" + _command_help(cmd) for cmd in COMMANDS.values())
@@ -133,6 +135,39 @@ def _parse(cmd, argv: Sequence[str]):
 
 def main(argv: Sequence[str]) -> int:
     """Run `msa-jax` with argv = [program, command, flags...]; returns the exit code."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return status
+    except BrokenPipeError:  # `msa-jax info ... | head`: the reader has gone, nothing to report
+        _silence_stdout()
+        return common.EXIT_BROKEN_PIPE
+
+
+def _silence_stdout():
+    """Point stdout at /dev/null so that the interpreter's last flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real file descriptor (captured in tests)
+        pass
+
+
+def _error(name: str, error: BaseException, show_traceback: bool, internal: bool) -> int:
+    """Report an error in one line (and the traceback with --traceback); returns the exit code."""
+    if show_traceback:
+        traceback.print_exception(error)
+    if not internal:
+        sys.stderr.write(f"{PROG} {name}: error: {_one_line(error)}\n")
+        return common.EXIT_ERROR
+    hint = "" if show_traceback else "; rerun with --traceback for the traceback"
+    sys.stderr.write(f"{PROG} {name}: internal error (a bug in msa-jax, please report it): "
+                     f"{type(error).__name__}: {' '.join(str(error).split())}{hint}\n")
+    return common.EXIT_INTERNAL
+
+
+def _main(argv: Sequence[str]) -> int:
     if len(argv) < 2:
         return _usage_error(None, "no command given")
     name, rest = argv[1], list(argv[2:])
@@ -166,11 +201,12 @@ def main(argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG} {name}: interrupted\n")
         return common.EXIT_INTERRUPTED
+    except BrokenPipeError:
+        raise
     except common.LIBRARY_ERRORS as e:
-        if fv.traceback:
-            traceback.print_exc()
-        sys.stderr.write(f"{PROG} {name}: error: {_one_line(e)}\n")
-        return common.EXIT_ERROR
+        return _error(name, e, fv.traceback, internal=False)
+    except Exception as e:  # noqa: BLE001  anything else is a bug, not bad input
+        return _error(name, e, fv.traceback, internal=True)
     return common.EXIT_OK if status is None else int(status)
 
 

@@ -58,6 +58,11 @@ def _check(tensors: dict[str, np.ndarray], table: list[Entry], cfg: ModelConfig,
         raise CheckpointError(f"{where}: unexpected tensors not used by this model: "
                               f"{unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
     for e in table:
+        kind = tensors[e.hf_name].dtype if e.hf_name in tensors else None
+        if kind is not None and not jnp.issubdtype(kind, jnp.floating):  # bfloat16 included
+            raise CheckpointError(
+                f"{where}: tensor {e.hf_name!r} has dtype {kind}, not a floating-point weight "
+                f"({e.why}); a quantized or integer checkpoint cannot be read as floats")
         if e.hf_name in tensors and tuple(tensors[e.hf_name].shape) != e.hf_shape:
             raise CheckpointError(
                 f"{where}: tensor {e.hf_name!r} has shape {tuple(tensors[e.hf_name].shape)}, the "

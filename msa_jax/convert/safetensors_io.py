@@ -15,6 +15,8 @@ from typing import Iterator, Mapping
 import ml_dtypes
 import numpy as np
 
+from msa_jax.errors import CheckpointError
+
 _DTYPES = {
     "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
     "BF16": np.dtype(ml_dtypes.bfloat16), "I64": np.dtype(np.int64), "I32": np.dtype(np.int32),
@@ -24,10 +26,6 @@ _DTYPES = {
 _NAMES = {v: k for k, v in _DTYPES.items()}
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not match the model."""
 
 
 def _read_header(path: str) -> tuple[dict, int]:

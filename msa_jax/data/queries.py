@@ -107,11 +107,23 @@ def save_queries(queries: Iterable[Query], path: str | os.PathLike) -> int:
     return count
 
 
+def missing_references(queries: Iterable[Query],
+                       documents: Iterable[Document | str | None]) -> dict[str, list[str]]:
+    """{query id: its reference ids that are not among `documents` (ids or Documents; None
+    entries, deleted bank slots, are skipped)}, only for queries that have such ids."""
+    known = {d.id if isinstance(d, Document) else d for d in documents} - {None}
+    missing = {q.id: [r for r in q.reference_ids if r not in known] for q in queries}
+    return {k: v for k, v in missing.items() if v}
+
+
+def without_references(queries: Iterable[Query], missing: dict[str, list[str]]) -> list[Query]:
+    """`queries` with the reference ids in `missing` (from `missing_references`) removed."""
+    return [dataclasses.replace(q, reference_ids=tuple(
+        r for r in q.reference_ids if r not in missing.get(q.id, ()))) for q in queries]
+
+
 def check_references(queries: Iterable[Query], documents: Iterable[Document | str]) -> None:
     """Raise `CorpusError` naming the first query whose reference ids are not in `documents`."""
-    known = {d.id if isinstance(d, Document) else d for d in documents}
-    for q in queries:
-        missing = [r for r in q.reference_ids if r not in known]
-        if missing:
-            raise CorpusError(f"query {q.id!r} references documents not in the corpus: "
-                              f"{', '.join(map(repr, missing))}")
+    for query_id, missing in missing_references(queries, documents).items():
+        raise CorpusError(f"query {query_id!r} references documents not in the corpus: "
+                          f"{', '.join(map(repr, missing))}")

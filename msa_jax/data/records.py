@@ -10,10 +10,11 @@ The JSONL reader streams one line at a time, so a corpus never has to fit in mem
 from __future__ import annotations
 
 import io
-import json
 import os
 import pickle
 from typing import Any, Iterator
+
+from msa_jax.errors import CorpusError, parse_json
 
 Record = tuple[str, str, Any]
 
@@ -26,10 +27,6 @@ PICKLE_SUFFIXES = (".pkl", ".pickle")
 # allowed. Anything else (a class, `os.system`, numpy) is refused before it can be called.
 _SAFE_GLOBALS = frozenset({("builtins", "list"), ("builtins", "dict"), ("builtins", "str"),
                            ("builtins", "int")})
-
-
-class CorpusError(ValueError):
-    """A corpus or query file (or record) that cannot be used; the message names the place."""
 
 
 def suffix(path: str) -> str:
@@ -59,10 +56,7 @@ def iter_jsonl(path: str) -> Iterator[Record]:
             line = decode_utf8(raw, where, bom=lineno == 1)
             if not line.strip():
                 continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CorpusError(f"{where}: malformed JSON: {e.msg} (column {e.colno})") from None
+            value = parse_json(line, where, CorpusError, at_line=False)
             yield where, str(index), value
             index += 1
 
@@ -71,12 +65,8 @@ def read_json(path: str) -> Any:
     """The whole file as one JSON value."""
     with open(path, "rb") as f:
         raw = f.read()
-    try:
-        return json.loads(decode_utf8(raw, path))
-    except json.JSONDecodeError as e:
-        hint = " (a file of one JSON value per line must be named .jsonl)" * (e.msg == "Extra data")
-        raise CorpusError(
-            f"{path}, line {e.lineno}: malformed JSON: {e.msg} (column {e.colno}){hint}") from None
+    return parse_json(decode_utf8(raw, path), path, CorpusError,
+                      extra_data_hint="(a file of one JSON value per line must be named .jsonl)")
 
 
 class _RestrictedUnpickler(pickle.Unpickler):

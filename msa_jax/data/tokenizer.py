@@ -24,6 +24,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from msa_jax.data.template import END_OF_TEXT, IM_END, PAD, SPECIAL_TOKENS
+from msa_jax.errors import InputError, TokenizerError
 
 BYTE_TOKENIZER_FILE = "msa_tokenizer.json"
 HF_TOKENIZER_FILE = "tokenizer.json"
@@ -31,10 +32,6 @@ DEFAULT_SPECIALS = SPECIAL_TOKENS
 # Tokens that end generation / pad a batch when the files do not say (first present wins for pad).
 EOS_CANDIDATES = (IM_END, END_OF_TEXT, "</s>", "<eos>")
 PAD_CANDIDATES = (PAD, "<pad>", "[PAD]", END_OF_TEXT)
-
-
-class TokenizerError(ValueError):
-    """A tokenizer file or setting that cannot be used; the message names the file or token."""
 
 
 class Tokenizer(abc.ABC):
@@ -72,6 +69,13 @@ class Tokenizer(abc.ABC):
     def save(self, directory: str | os.PathLike) -> str:
         """Write the tokenizer's file into `directory` (created if needed); returns its path."""
 
+    @property
+    def max_token_chars(self) -> int | None:
+        """The most characters one token can stand for (None: unbounded or unknown), so that a
+        text of more than `n * max_token_chars` characters is known to exceed n tokens before it
+        is tokenized."""
+        return None
+
     def token_id(self, token: str) -> int:
         """Id of a special-token string; `KeyError` naming it if the tokenizer lacks it."""
         specials = self.special_tokens
@@ -84,8 +88,38 @@ class Tokenizer(abc.ABC):
 def _check_id(i: Any, vocab_size: int, owner: str) -> int:
     i = operator.index(i)
     if not 0 <= i < vocab_size:
-        raise ValueError(f"token id {i} is out of range for {owner} (vocab size {vocab_size})")
+        raise TokenizerError(f"token id {i} is out of range for {owner} (vocab size {vocab_size})")
     return i
+
+
+def check_token_ids(ids: Any, vocab_size: int, what: str) -> np.ndarray:
+    """`ids` (any sequence or array of ints) as an int64 array, after checking that every id is
+    in 0..vocab_size-1: an id outside the embedding table would read NaN (JAX gathers out of
+    range with a fill value) and poison every document packed in the same block. The error names
+    `what` ("document 'd1'"), the first bad id and its position."""
+    try:
+        arr = np.asarray(ids)
+    except (TypeError, ValueError, OverflowError):
+        arr = np.zeros(1, object)
+    if arr.size == 0:
+        return arr.astype(np.int64).reshape(-1)
+    if not np.issubdtype(arr.dtype, np.integer):  # floats, booleans, ints beyond 64 bits
+        raise InputError(f"{what}: token ids must be integers in 0..{vocab_size - 1}")
+    flat = arr.reshape(-1)
+    bad = np.flatnonzero((flat < 0) | (flat >= vocab_size))
+    if bad.size:
+        more = f"; {bad.size} such ids in all" if bad.size > 1 else ""
+        raise InputError(f"{what}: token id {int(flat[bad[0]])} at position {int(bad[0])} is "
+                         f"outside the model's vocabulary 0..{vocab_size - 1}{more}")
+    return arr.astype(np.int64)
+
+
+def check_positions(needed: int, limit: int, what: str, advice: str = "") -> None:
+    """InputError unless `needed` positions fit the model's `limit` (max_position_embeddings)."""
+    if needed > limit:
+        advice = f"; {advice}" if advice else ""
+        raise InputError(f"{what} needs {needed:,} positions, more than the model's "
+                         f"max_position_embeddings of {limit:,}{advice}")
 
 
 class ByteTokenizer(Tokenizer):
@@ -119,6 +153,10 @@ class ByteTokenizer(Tokenizer):
     @property
     def special_tokens(self) -> dict[str, int]:
         return dict(self._ids)
+
+    @property
+    def max_token_chars(self) -> int:
+        return max(1, *map(len, self._specials))  # a byte is at most one character
 
     @property
     def pad_id(self) -> int:
@@ -224,6 +262,7 @@ class HFTokenizer(Tokenizer):
         if eos_tokens is None:
             eos_tokens = [s for s in EOS_CANDIDATES if s in self._specials]
         self._eos_ids = tuple(dict.fromkeys(self._resolve(t) for t in eos_tokens))
+        self._max_token_chars: int | None = 0  # computed on first use
 
     def _resolve(self, token: str | int) -> int:
         if isinstance(token, str):
@@ -284,6 +323,19 @@ class HFTokenizer(Tokenizer):
     @property
     def eos_ids(self) -> tuple[int, ...]:
         return self._eos_ids
+
+    @property
+    def max_token_chars(self) -> int | None:
+        """The longest vocabulary string (a byte-level token's characters stand for one byte
+        each, so it covers at most that many characters of text); None if the model has an
+        unknown token, which may stand for any number of characters."""
+        if self._max_token_chars == 0:
+            model = self._tok.model
+            unknown = getattr(model, "unk_token", None) is not None or \
+                getattr(model, "unk_id", None) is not None
+            vocab = self._tok.get_vocab(with_added_tokens=True)
+            self._max_token_chars = None if unknown else max(map(len, vocab), default=1)
+        return self._max_token_chars
 
     def encode(self, text: str, allow_special: bool = False) -> list[int]:
         tok = self._tok if allow_special else self._plain

@@ -14,6 +14,7 @@ import re
 from typing import Protocol, Sequence
 
 from msa_jax.data.template import PromptTemplate
+from msa_jax.errors import InputError
 from msa_jax.inference.memory_generate import CONTEXT, ROUTING, LayerChoice, QueryRow
 
 
@@ -89,7 +90,7 @@ def memory_interleave(model: RoundModel, tok: Tokenizer, question: str,
                       answer_tokens: int = 128) -> Answer:
     """Run Memory Interleave for one question. `documents` maps document id -> original text."""
     if max_rounds < 1:
-        raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
+        raise InputError(f"max_rounds must be >= 1, got {max_rounds}")
     stops = _stop_ids(tok, [tpl.round_end, tpl.end_of_retrieve, tpl.answer_end])
     history: list[tuple[str, str]] = []
     rounds: list[Round] = []

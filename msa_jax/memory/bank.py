@@ -20,11 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from kernels_pallas.common import geometric_size  # at most 12.5 % padding
+from msa_jax.errors import BankError
 from msa_jax.model.query import MemoryView
-
-
-class BankError(ValueError):
-    """Bad use of a memory bank (unknown document, bank from another model, ...)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import zipfile
 from typing import Callable, Sequence
 
 import jax.numpy as jnp
@@ -21,6 +22,8 @@ import numpy as np
 
 from kernels_pallas.common import resolve_implementation
 from msa_jax.config import ModelConfig
+from msa_jax.data.tokenizer import check_positions, check_token_ids
+from msa_jax.errors import parse_json
 from msa_jax.memory.bank import BankError, BankSpec, MemoryBank
 from msa_jax.locks import hold
 from msa_jax.memory.fingerprint import mismatch, model_fingerprint
@@ -49,13 +52,20 @@ def new_bank(cfg: ModelConfig, params, dtype: str | None = None) -> MemoryBank:
     return MemoryBank(spec, np.asarray(pk), np.asarray(pv))
 
 
-def _validate(docs: Sequence[DocInput]):
+def _validate(cfg: ModelConfig, docs: Sequence[DocInput]):
+    """Non-empty, unique ids, every token id in the vocabulary (an id outside it makes a NaN
+    bank, also for the other documents of its block) and no document longer than the model's
+    positions (document-wise positions restart at 0 per document)."""
     if not docs:
         raise BankError("no documents to encode (empty corpus)")
     seen: dict[str, int] = {}
     for i, d in enumerate(docs):
         if not d.tokens:
             raise BankError(f"document {d.id!r} (#{i}) is empty")
+        what = f"document {d.id!r} (#{i}, {len(d.tokens):,} tokens)"
+        check_positions(len(d.tokens), cfg.max_position_embeddings, what,
+                        "split it into several documents")
+        check_token_ids(d.tokens, cfg.vocab_size, f"document {d.id!r} (#{i})")
         if d.id in seen:
             raise BankError(f"document id {d.id!r} appears twice (#{seen[d.id]} and #{i})")
         seen[d.id] = i
@@ -80,34 +90,61 @@ class _Journal:
         os.makedirs(directory, exist_ok=True)
         plan = os.path.join(directory, "plan.json")
         if os.path.exists(plan):
-            with open(plan, encoding="utf-8") as f:
-                old = json.load(f)
+            old = self._read_plan(plan)
             theirs = old.get("fingerprint", "")
             if theirs != fingerprint:
                 raise BankError(mismatch(f"journal {directory}", theirs or "unknown", fingerprint,
                                          "its blocks cannot be resumed with this model; remove "
                                          "the journal folder or pass another one"))
-            if old.get("key") != key:
+            if old["key"] != key:
                 raise BankError(f"journal {directory} belongs to another encoding (different "
                                 f"corpus or block size); remove it or use another")
         else:
             atomic_write_bytes(plan, json.dumps({"key": key,
                                                  "fingerprint": fingerprint}).encode())
 
+    def _read_plan(self, plan: str) -> dict:
+        recover = f"delete the journal folder {self.dir} to encode from the start"
+        with open(plan, "rb") as f:
+            raw = f.read()
+        try:
+            value = parse_json(raw, plan, BankError)
+        except BankError as e:
+            raise BankError(f"{e}; {recover}") from None
+        if not isinstance(value, dict) or not isinstance(value.get("key"), str):
+            raise BankError(f"{plan}: not a journal plan (expected {{\"key\": ...}}); {recover}")
+        return value
+
     def _path(self, i: int) -> str:
         return os.path.join(self.dir, f"block_{i:06d}.npz")
 
-    def load(self, i: int):
+    def load(self, i: int, shape: tuple[int, ...]):
+        """Block i's tiers, each of `shape` [R, n, K, H], or None if it was not committed."""
         if self.dir is None or not os.path.exists(self._path(i)):
             return None
-        with np.load(self._path(i)) as z:
-            return {k: z[k] for k in z.files}
+        path = self._path(i)
+        recover = f"delete {path} to encode that block again (or the folder {self.dir})"
+        try:
+            with np.load(path) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+            raise BankError(f"journal block {i} ({path}) is truncated or corrupt "
+                            f"({type(e).__name__}: {e}); {recover}") from None
+        for name in _TIERS:
+            got = arrays[name].shape if name in arrays else None
+            if got != shape:
+                raise BankError(f"journal block {i} ({path}): {name} has shape {got}, this "
+                                f"encoding expects {shape}; {recover}")
+        return arrays
 
     def commit(self, i: int, arrays: dict):
         if self.dir is not None:
             buf = io.BytesIO()
             np.savez(buf, **arrays)
             atomic_write_bytes(self._path(i), buf.getvalue())
+
+
+_TIERS = ("routing_keys", "content_k", "content_v")  # the arrays of one encoded block
 
 
 def _block_target(cfg: ModelConfig) -> int:
@@ -121,8 +158,7 @@ def _encode_one(cfg: ModelConfig, params, block: Block, num_chunks: int, dtype) 
     pooled, _ = encode_block(cfg, params, row(block.tokens), row(block.positions),
                              row(block.segment_ids), row(block.chunk_ids), num_chunks)
     n = block.num_chunks
-    return {name: np.asarray(getattr(pooled, name)[:, :n]).astype(dtype)
-            for name in ("routing_keys", "content_k", "content_v")}
+    return {name: np.asarray(getattr(pooled, name)[:, :n]).astype(dtype) for name in _TIERS}
 
 
 def encode_documents(cfg: ModelConfig, params, docs: Sequence[DocInput], *,
@@ -138,7 +174,7 @@ def encode_documents(cfg: ModelConfig, params, docs: Sequence[DocInput], *,
     on_block(bank): called after each block is appended (memory parallel writes the new chunks
     into its sharded tiers there).
     """
-    _validate(docs)
+    _validate(cfg, docs)
     bank = bank or new_bank(cfg, params, dtype)
     fingerprint = model_fingerprint(cfg, params)
     if bank.spec.fingerprint != fingerprint:
@@ -165,7 +201,7 @@ def _encode_all(cfg: ModelConfig, params, docs: Sequence[DocInput], bank: Memory
     for i, (first, n) in enumerate(plan):
         part = docs[first:first + n]
         block = make_block([d.tokens for d in part], first, block_tokens, pool)
-        arrays = log.load(i)
+        arrays = log.load(i, bank.spec.chunk_shape(block.num_chunks))
         if arrays is None:
             arrays = _encode_one(cfg, params, block, num_chunks, np_dtype)
             log.commit(i, arrays)

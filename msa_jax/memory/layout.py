@@ -14,10 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from kernels_pallas.common import cdiv, next_pow2, round_up
-
-
-class LayoutError(ValueError):
-    """Documents that cannot be packed as asked."""
+from msa_jax.errors import LayoutError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,6 +22,7 @@ import os
 
 import numpy as np
 
+from msa_jax.errors import parse_json
 from msa_jax.memory.bank import BankError, BankSpec, MemoryBank
 from msa_jax.atomic import atomic_directory, claim, recover_for_reading
 
@@ -57,8 +58,13 @@ def verify(root: str, checksums: bool = True):
     path = os.path.join(root, "integrity.json")
     if not os.path.exists(path):
         raise BankError(f"{root}: not a memory bank (no integrity.json)")
-    with open(path, encoding="utf-8") as f:
-        table = json.load(f)
+    table = _read_json(path)
+    entry = {"size": int, "sha256": str}
+    if not isinstance(table, dict) or not all(
+            isinstance(v, dict) and all(isinstance(v.get(k), t) for k, t in entry.items())
+            for v in table.values()):
+        raise BankError(f"{path}: not an integrity table ({{file: {{size, sha256}}}}): "
+                        "truncated or corrupt")
     present = set(_files(root))
     missing = sorted(set(table) - present)
     if missing:
@@ -74,6 +80,62 @@ def verify(root: str, checksums: bool = True):
                             f"(truncated or replaced)")
         if checksums and _sha256(full) != info["sha256"]:
             raise BankError(f"{root}: {rel} does not match its checksum (corrupt or replaced)")
+
+
+def _read_json(path: str):
+    """A JSON file of the bank; a truncated or corrupt one is a BankError naming it."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return parse_json(raw, path, BankError)
+    except BankError as e:
+        raise BankError(f"{e} (truncated or corrupt)") from None
+
+
+# bank.json: every field save_bank writes, and those of its spec (BankSpec)
+_META_FIELDS = frozenset({"format_version", "spec", "num_docs", "prefix_dtype", "shapes", "stored"})
+_DOC_FIELDS = frozenset({"id", "num_chunks", "tokens", "text"})
+
+
+def _check_fields(value, expected: frozenset, where: str):
+    if not isinstance(value, dict):
+        raise BankError(f"{where}: expected a JSON object, got {type(value).__name__}")
+    missing, unknown = sorted(expected - set(value)), sorted(set(value) - expected)
+    problems = ([f"missing fields {missing}"] if missing else []) + \
+        ([f"unknown fields {unknown}"] if unknown else [])
+    if problems:
+        raise BankError(f"{where}: {'; '.join(problems)} (written by another version, or edited)")
+
+
+def _read_meta(path: str) -> tuple[dict, BankSpec]:
+    """bank.json and its spec, every field checked."""
+    where = os.path.join(path, "bank.json")
+    meta = _read_json(where)
+    if isinstance(meta, dict) and meta.get("format_version") != FORMAT_VERSION:
+        raise BankError(f"{path}: bank format {meta.get('format_version')}, this version reads "
+                        f"{FORMAT_VERSION}")
+    _check_fields(meta, _META_FIELDS, where)
+    spec_fields = frozenset(f.name for f in dataclasses.fields(BankSpec))
+    _check_fields(meta["spec"], spec_fields, f"{where}, spec")
+    _check_fields(meta["shapes"], frozenset(_ARRAYS + ("prefix_k", "prefix_v")),
+                  f"{where}, shapes")
+    bad = [k for k, v in meta["shapes"].items()
+           if not (isinstance(v, list) and len(v) == 4 and all(type(n) is int for n in v))]
+    if bad or not (isinstance(meta["stored"], list) and set(meta["stored"]) <= set(meta["shapes"])):
+        raise BankError(f"{where}: malformed shapes {bad} or stored list (edited or corrupt)")
+    return meta, BankSpec(**meta["spec"])
+
+
+def _read_documents(path: str) -> list[dict]:
+    where = os.path.join(path, "documents.jsonl")
+    docs = []
+    with open(where, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                doc = parse_json(line, f"{where}, line {lineno}", BankError, at_line=False)
+                _check_fields(doc, _DOC_FIELDS, f"{where}, line {lineno}")
+                docs.append(doc)
+    return docs
 
 
 def _live_arrays(bank: MemoryBank) -> tuple[dict[str, np.ndarray], list[int]]:
@@ -128,12 +190,7 @@ def load_bank(path: str, checksums: bool = True) -> MemoryBank:
     path = os.path.abspath(path)
     recover_for_reading(path, "memory bank")
     verify(path, checksums)
-    with open(os.path.join(path, "bank.json"), encoding="utf-8") as f:
-        meta = json.load(f)
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise BankError(f"{path}: bank format {meta.get('format_version')}, this version reads "
-                        f"{FORMAT_VERSION}")
-    spec = BankSpec(**meta["spec"])
+    meta, spec = _read_meta(path)
     arrays = {}
     if meta["stored"]:
         arrays = ocp.StandardCheckpointer().restore(os.path.join(path, "arrays"))
@@ -143,8 +200,7 @@ def load_bank(path: str, checksums: bool = True) -> MemoryBank:
         if list(value.shape) != shape:
             raise BankError(f"{path}: array {name} has shape {value.shape}, bank.json says {shape}")
         arrays[name] = value
-    with open(os.path.join(path, "documents.jsonl"), encoding="utf-8") as f:
-        docs = [json.loads(line) for line in f if line.strip()]
+    docs = _read_documents(path)
     counts = [d["num_chunks"] for d in docs]
     if len(docs) != meta["num_docs"] or sum(counts) != meta["shapes"]["routing_keys"][1]:
         raise BankError(f"{path}: documents.jsonl ({len(docs)} documents, {sum(counts)} chunks) "

@@ -6,7 +6,9 @@ default) the model names document ids, their text is injected and the question r
 to --max_rounds rounds, then it answers; with --nointerleave it answers after one routed pass.
 For every round the top-k documents of every router layer are printed with their scores, reference
 documents marked *. When the queries carry reference_list, routing recall@k is printed: the
-share of reference documents among those routed for the question. --json_out saves it all.
+share of reference documents among those routed for the question; reference ids the bank does not
+hold are named in a warning and left out (a query left with none is not counted). --json_out saves
+it all.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 from absl import flags
 
 from msa_jax.cli import common, report
+from msa_jax.errors import InputError
 
 NAME = "ask"
 SUMMARY = "answer questions from a memory bank, printing routed documents per router layer"
@@ -35,14 +38,12 @@ def define_flags(fv: flags.FlagValues, argv):
     flags.mark_flags_as_mutual_exclusive(["question", "queries"], required=True, flag_values=fv)
     flags.DEFINE_boolean("interleave", True, "Use Memory Interleave (--nointerleave: one routed "
                          "pass, then the answer).", flag_values=fv)
-    flags.DEFINE_integer("max_rounds", 4, "Memory Interleave rounds at most.", lower_bound=1,
-                         flag_values=fv)
+    common.define_bounded(fv, "max_rounds", 4, "Memory Interleave rounds at most.")
     common.define_sampling_flags(fv, max_new_tokens=64)
     fv["max_new_tokens"].help = "Tokens generated per Memory Interleave round at most."
-    flags.DEFINE_integer("answer_tokens", 128, "Tokens of the answer at most.", lower_bound=1,
-                         flag_values=fv)
-    flags.DEFINE_integer("top_k", None, "Documents routed per router layer (default: the "
-                         "checkpoint's top_k_docs).", lower_bound=1, flag_values=fv)
+    common.define_bounded(fv, "answer_tokens", 128, "Tokens of the answer at most.")
+    common.define_bounded(fv, "top_k", None, "Documents routed per router layer (default: the "
+                          "checkpoint's top_k_docs).")
     flags.DEFINE_string("json_out", None, "Write answers, rounds, routing and recall here (JSON).",
                         flag_values=fv)
     common.define_dtype_flag(fv, "Compute dtype (default: the checkpoint's).")
@@ -59,16 +60,26 @@ def _questions(fv: flags.FlagValues):
     return load_queries(fv.queries)
 
 
+def _references_in(queries, bank, where: str):
+    """The queries with only the reference ids the bank holds; the others are named in a warning
+    (a recall over documents the bank lacks would read as a real 0.00)."""
+    from msa_jax.data import missing_references, without_references
+
+    missing = missing_references(queries, bank.doc_ids)
+    if not missing:
+        return queries
+    count = sum(map(len, missing.values()))
+    named = "; ".join(f"query {q!r}: {', '.join(map(repr, ids[:5]))}"
+                      + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+                      for q, ids in list(missing.items())[:5])
+    more = f"; and {len(missing) - 5} more queries" if len(missing) > 5 else ""
+    print(f"msa-jax ask: warning: {count} reference id(s) of {len(missing)} query(ies) are not in "
+          f"the bank {where}, and are left out of the recall: {named}{more}", file=sys.stderr)
+    return without_references(queries, missing)
+
+
 def execute(fv: flags.FlagValues, config):
     queries = _questions(fv)
-    model = common.load_model(
-        fv.model, dtype=common.setting(fv, "dtype", config, "model.dtype"),
-        kernel_implementation=common.config_value(config, "model.kernel_implementation"),
-        top_k=common.setting(fv, "top_k", config, "msa.top_k_docs"))
-    model.require_msa("read a memory bank")
-    if model.tokenizer is None:
-        raise ValueError(f"{fv.model} has no tokenizer: `ask` needs one for text questions")
-    bank = common.load_bank(fv.bank)
     interleave = common.setting(fv, "interleave", config, "ask.interleave")
     kwargs = dict(
         interleave=interleave,
@@ -78,6 +89,17 @@ def execute(fv: flags.FlagValues, config):
         temperature=common.setting(fv, "temperature", config, "generation.temperature"),
         top_p=common.setting(fv, "top_p", config, "generation.top_p"),
         seed=common.setting(fv, "seed", config, "generation.seed"))
+    model = common.load_model(
+        fv.model, dtype=common.setting(fv, "dtype", config, "model.dtype"),
+        kernel_implementation=common.config_value(config, "model.kernel_implementation"),
+        top_k=common.setting(fv, "top_k", config, "msa.top_k_docs"))
+    if not model.cfg.is_msa:
+        raise InputError(f"{fv.model} is a plain Qwen3 checkpoint: it cannot read a memory bank "
+                         "(upgrade it with `msa-jax convert --router_layers=...`)")
+    if model.tokenizer is None:
+        raise InputError(f"{fv.model} has no tokenizer: `ask` needs one for text questions")
+    bank = common.load_bank(fv.bank)
+    queries = _references_in(queries, bank, fv.bank)
     mode = "with Memory Interleave" if interleave else "without Memory Interleave"
     print(f"{len(queries)} question(s), {mode}; bank {bank.num_docs} documents; top-"
           f"{model.cfg.msa.top_k_docs} per router layer; * = reference document", flush=True)

@@ -35,10 +35,10 @@ def define_flags(fv: flags.FlagValues, argv):
     flags.DEFINE_string("router_layers", None, "Upgrade to MSA with these router layers: "
                         "comma-separated indices or 'all'.", flag_values=fv)
     flags.mark_flags_as_mutual_exclusive(["msa_preset", "router_layers"], flag_values=fv)
-    flags.DEFINE_integer("pooling_size", None, "Upgrade: tokens per pooled chunk P (default 64).",
-                         lower_bound=1, flag_values=fv)
-    flags.DEFINE_integer("top_k", None, "Upgrade: documents routed per router layer (default 16).",
-                         lower_bound=1, flag_values=fv)
+    common.define_bounded(fv, "pooling_size", None, "Upgrade: tokens per pooled chunk P "
+                          "(default 64).")
+    common.define_bounded(fv, "top_k", None, "Upgrade: documents routed per router layer "
+                          "(default 16).")
     flags.DEFINE_integer("seed", 0, "Seed of the new router projections.", flag_values=fv)
     flags.DEFINE_boolean("overwrite", False, "Replace --dst if it exists.", flag_values=fv)
     common.define_config_flag(fv, argv, None, "optional; its `msa` section can drive the upgrade")

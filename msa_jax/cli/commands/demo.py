@@ -150,8 +150,20 @@ def _modes(setting: str) -> list[bool]:
     return modes[setting]
 
 
+# config keys -> the flag (common.BOUNDS) whose rule checks them
+_NUMERIC_SETTINGS = {
+    "seed": "seed", "model.vocab_size": "vocab_size", "msa.pooling_size": "pooling_size",
+    "msa.top_k_docs": "top_k", "memory.block_tokens": "block_tokens",
+    "generation.max_new_tokens": "max_new_tokens", "generation.temperature": "temperature",
+    "generation.top_p": "top_p", "generation.seed": "seed", "ask.max_rounds": "max_rounds",
+    "ask.max_new_tokens": "max_new_tokens", "ask.answer_tokens": "answer_tokens",
+}
+
+
 def _check(c):
     """Fail on a bad setting before any work is done."""
+    for key, name in _NUMERIC_SETTINGS.items():
+        common.config_setting(c, key, name)
     for key in ("model.dtype", "model.checkpoint_dtype"):
         if common.config_value(c, key) not in common.DTYPES:
             raise common.UsageError(f"--config.{key}={common.config_value(c, key)!r}: expected "

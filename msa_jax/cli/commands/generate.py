@@ -12,6 +12,7 @@ import sys
 from absl import flags
 
 from msa_jax.cli import common, report
+from msa_jax.errors import InputError
 
 NAME = "generate"
 SUMMARY = "continue a prompt (text or token ids) with a checkpoint"
@@ -33,23 +34,20 @@ def execute(fv: flags.FlagValues, config):
     ids = common.parse_ids(fv.prompt_ids, "--prompt_ids") if fv.prompt_ids is not None else None
     if ids is None and not fv.prompt:
         raise common.UsageError("--prompt is empty")
-    model = common.load_model(
-        fv.model, dtype=common.setting(fv, "dtype", config, "model.dtype"),
-        kernel_implementation=common.config_value(config, "model.kernel_implementation"))
-    if ids is not None and max(ids) >= model.cfg.vocab_size:
-        raise ValueError(f"--prompt_ids has id {max(ids)}, outside the vocabulary of "
-                         f"{model.cfg.vocab_size}")
     kwargs = dict(max_new_tokens=common.setting(fv, "max_new_tokens", config,
                                                 "generation.max_new_tokens"),
                   temperature=common.setting(fv, "temperature", config, "generation.temperature"),
                   top_p=common.setting(fv, "top_p", config, "generation.top_p"),
                   seed=common.setting(fv, "seed", config, "generation.seed"))
+    model = common.load_model(
+        fv.model, dtype=common.setting(fv, "dtype", config, "model.dtype"),
+        kernel_implementation=common.config_value(config, "model.kernel_implementation"))
     tok = model.tokenizer
     if ids is None:
         if tok is None:
-            raise ValueError(f"{fv.model} has no tokenizer: give the prompt as --prompt_ids")
+            raise InputError(f"{fv.model} has no tokenizer: give the prompt as --prompt_ids")
         ids = tok.encode(fv.prompt)
-    with common.Timer() as t:
+    with common.Timer() as t:  # the model checks the ids and that prompt + new tokens fit
         out = model.generate(ids, **kwargs)
     if fv.prompt_ids is not None:
         print(",".join(map(str, out)))

@@ -24,9 +24,8 @@ def define_flags(fv: flags.FlagValues, argv):
     flags.DEFINE_string("out", None, "Checkpoint folder to write.", flag_values=fv)
     flags.mark_flag_as_required("out", flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Seed of the random weights.", flag_values=fv)
-    flags.DEFINE_integer("vocab_size", None, "Vocabulary size (default: the preset's). 263 is "
-                         "the byte tokenizer's: then every id the random model emits decodes.",
-                         lower_bound=1, flag_values=fv)
+    common.define_bounded(fv, "vocab_size", None, "Vocabulary size (default: the preset's). 263 "
+                          "is the byte tokenizer's: then every id the random model emits decodes.")
     common.define_dtype_flag(fv, "Storage dtype of the weights (default: the preset's).")
     flags.DEFINE_boolean("overwrite", False, "Replace --out if it exists.", flag_values=fv)
 
