@@ -84,15 +84,15 @@ SHAPE = (2, 3, 2, 4)  # [R, n, K, H] of one block
 
 
 def _journal_with_block(tmp_path):
-    journal = _Journal(str(tmp_path / "journal"), "key")
-    arrays = {n: np.zeros(SHAPE, np.float32) for n in ("routing_keys", "keys", "values")}
+    journal = _Journal(str(tmp_path / "journal"), "key", "fp")
+    arrays = {n: np.zeros(SHAPE, np.float32) for n in ("routing_keys", "content_k", "content_v")}
     journal.commit(0, arrays)
     return journal, journal._path(0)
 
 
 def test_a_journal_block_loads_back(tmp_path):
     journal, _ = _journal_with_block(tmp_path)
-    assert journal.load(0, SHAPE)["keys"].shape == SHAPE and journal.load(1, SHAPE) is None
+    assert journal.load(0, SHAPE)["content_k"].shape == SHAPE and journal.load(1, SHAPE) is None
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "shape"])
@@ -116,4 +116,4 @@ def test_a_corrupt_plan_is_named_with_the_way_out(tmp_path, text):
     (folder / "plan.json").write_text(text)
     with pytest.raises(BankError, match=rf"{folder / 'plan.json'}.*; delete the journal folder "
                                         rf"{folder} to encode from the start"):
-        _Journal(str(folder), "key")
+        _Journal(str(folder), "key", "fp")

@@ -93,9 +93,7 @@ def execute(fv: flags.FlagValues, config):
         fv.model, dtype=common.setting(fv, "dtype", config, "model.dtype"),
         kernel_implementation=common.config_value(config, "model.kernel_implementation"),
         top_k=common.setting(fv, "top_k", config, "msa.top_k_docs"))
-    if not model.cfg.is_msa:
-        raise InputError(f"{fv.model} is a plain Qwen3 checkpoint: it cannot read a memory bank "
-                         "(upgrade it with `msa-jax convert --router_layers=...`)")
+    model.require_msa("read a memory bank")
     if model.tokenizer is None:
         raise InputError(f"{fv.model} has no tokenizer: `ask` needs one for text questions")
     bank = common.load_bank(fv.bank)
