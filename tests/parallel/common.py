@@ -126,3 +126,34 @@ def integer_queries(batch: int = 3, tokens: int = 3, seed: int = 2):
     mask = np.ones((batch, tokens), bool)
     mask[1] = False
     return qr, mask
+
+
+def valued_bank(values, chunks):
+    """A bank (shapes of tiny-msa) where document d's routing keys are multiples of e_0: its
+    chunks hold values[d] - chunks[d] + 1 .. values[d], so under dot scoring with a query of e_0
+    (one_hot_queries) its score, chunk max, is exactly values[d] * H^-0.5 (small integers times a
+    power of two: exact in float32)."""
+    from msa_jax.memory.bank import BankSpec, MemoryBank
+    spec = BankSpec("valued", 2, 2, 16, 8, "float32")
+    keys = np.zeros(spec.chunk_shape(int(sum(chunks))), np.float32)
+    at = 0
+    for v, n in zip(values, chunks):
+        keys[:, at:at + n, :, 0] = (v - n + 1 + np.arange(n))[None, :, None]
+        at += n
+    prefix = np.zeros((4, 3, 2, 16), np.float32)  # [L, Pf, K, H], unused here
+    bank = MemoryBank(spec, prefix, prefix)
+    bank.append([str(i) for i in range(len(values))], [(1,)] * len(values),
+                [None] * len(values), list(chunks), keys, keys, keys)
+    return bank
+
+
+def one_hot_queries(batch: int = 2, tokens: int = 2):
+    """Routing queries qr [B, T, N=4, H=16] = e_0 for every token and head; all tokens routing."""
+    qr = np.zeros((batch, tokens, 4, 16), np.float32)
+    qr[..., 0] = 1.0
+    return qr, np.ones((batch, tokens), bool)
+
+
+def np_topk(scores: np.ndarray, k: int) -> np.ndarray:
+    """Oracle top-k ids of one row: descending score, ties to the lower slot (as lax.top_k)."""
+    return np.lexsort((np.arange(len(scores)), -scores))[:k]
