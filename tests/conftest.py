@@ -1,4 +1,5 @@
-"""Shared test setup: float32 matmuls at full precision, fake CPU devices, golden fixtures."""
+"""Shared test setup: float32 matmuls at full precision (MSA_TEST_COMPILER), fake CPU devices,
+golden fixtures."""
 
 import os
 
@@ -8,8 +9,15 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-jax.config.update("jax_default_matmul_precision", "highest")
-jax.config.update("jax_disable_most_optimizations", True)
+# "strict" (every run): highest matmul precision, XLA optimisations off. "default": JAX's own
+# settings, for the few tests tests/test_default_compiler.py reruns in a subprocess (the
+# optimisation flag is not part of jit's cache key, so it cannot be flipped inside one process).
+COMPILER = os.environ.get("MSA_TEST_COMPILER", "strict")
+if COMPILER == "strict":
+    jax.config.update("jax_default_matmul_precision", "highest")
+    jax.config.update("jax_disable_most_optimizations", True)
+elif COMPILER != "default":
+    raise ValueError(f"MSA_TEST_COMPILER={COMPILER!r}: expected 'strict' or 'default'")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
