@@ -89,8 +89,23 @@ def assert_same_choice(ref_slots, ref_scores, slots, scores, tol=1e-6, where="")
             f"{where}: {slots} vs {ref_slots} (scores {ref_scores})"
 
 
+def assert_same_first_tokens(ref: Result, tokens: list, logit_tol: float, where=""):
+    """The first new token of each row, which the prefill logits decide: equal, and the
+    reference's top-1 / top-2 margin is wider than 2 logit_tol, so logits within logit_tol cannot
+    pick another. (Later tokens come from decode steps whose logits are not recorded: comparing
+    them exactly between two different computations would be a guess, so they are not.)"""
+    top2 = np.sort(ref.logits, axis=-1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    assert (margin > 2 * logit_tol).all(), f"{where}: near-tie in the reference logits {margin}"
+    assert [t[0] for t in tokens] == [t[0] for t in ref.tokens], \
+        f"{where}: answers {tokens} vs {ref.tokens}"
+
+
 def assert_same_result(ref: Result, got: Result, score_tol=1e-6, logit_tol=1e-5, where=""):
-    assert got.tokens == ref.tokens, f"{where}: answers {got.tokens} vs {ref.tokens}"
+    """Two computations of the same answers (another device count, process count, placement):
+    scores within score_tol with tie-aware choices, logits within logit_tol (float32
+    reassociation), the first new tokens equal."""
+    assert_same_first_tokens(ref, got.tokens, logit_tol, where)
     for b, (rs, rc, gs, gc) in enumerate(zip(ref.slots, ref.scores, got.slots, got.scores)):
         for layer, args in enumerate(zip(rs, rc, gs, gc)):
             assert_same_choice(*args, tol=score_tol, where=f"{where} row {b} router layer {layer}")
