@@ -23,7 +23,8 @@ RERUN = [
     "tests/convert/test_qwen3_parity.py::test_float32_logits_and_hidden_states",
     "tests/convert/test_qwen3_parity.py::test_bfloat16_agreement",
     "tests/parallel/test_memory_analysis.py",
-    "tests/memory/test_memory_invariants.py::test_topk_covering_every_document_equals_dense_attention",
+    "tests/memory/test_memory_invariants.py::"
+    "test_topk_covering_every_document_equals_dense_attention",
 ]
 LIMIT_S = 900  # compiling with optimisations on 2 busy cores: measured 86 s (load average 7)
 
