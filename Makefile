@@ -4,7 +4,7 @@ PYTHON ?= python3
 PYTHON312 ?= /root/.pyenv/versions/3.12.1/bin/python3
 VENV ?= .venv
 VENV312 ?= .venv312
-PYTEST_ARGS ?= -n 2 --dist loadfile -q
+PYTEST_ARGS ?= -n 2 --dist loadfile -q -rs
 
 .PHONY: demo test test311 test312 bench clean
 

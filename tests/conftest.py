@@ -1,4 +1,5 @@
-"""Shared test setup: float32 matmuls at full precision, fake CPU devices, golden fixtures."""
+"""Shared test setup: float32 matmuls at full precision (MSA_TEST_COMPILER), fake CPU devices,
+golden fixtures."""
 
 import os
 
@@ -6,16 +7,29 @@ os.environ.setdefault("MSA_JAX_NO_PROGRESS", "1")
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
-jax.config.update("jax_default_matmul_precision", "highest")
-jax.config.update("jax_disable_most_optimizations", True)
+# "strict" (every run): highest matmul precision, XLA optimisations off. "default": JAX's own
+# settings, for the few tests tests/test_default_compiler.py reruns in a subprocess (the
+# optimisation flag is not part of jit's cache key, so it cannot be flipped inside one process).
+COMPILER = os.environ.get("MSA_TEST_COMPILER", "strict")
+if COMPILER == "strict":
+    jax.config.update("jax_default_matmul_precision", "highest")
+    jax.config.update("jax_disable_most_optimizations", True)
+elif COMPILER != "default":
+    raise ValueError(f"MSA_TEST_COMPILER={COMPILER!r}: expected 'strict' or 'default'")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def golden_root() -> str:
+    return os.path.abspath(os.environ.get("MSA_GOLDEN_ROOT",
+                                          os.path.join(REPO, "..", "shared", "golden")))
+
+
 def golden_dirs() -> list[str]:
     """Every fixture folder under ../shared/golden (or $MSA_GOLDEN_ROOT) and in $MSA_GOLDEN_DIRS."""
-    root = os.environ.get("MSA_GOLDEN_ROOT", os.path.join(REPO, "..", "shared", "golden"))
+    root = golden_root()
     found = []
     if os.path.isdir(root):
         found += [os.path.join(root, d) for d in sorted(os.listdir(root))
@@ -25,6 +39,20 @@ def golden_dirs() -> list[str]:
             raise FileNotFoundError(f"MSA_GOLDEN_DIRS names {d}, which has no manifest.json")
         found.append(d)
     return [os.path.abspath(d) for d in dict.fromkeys(found)]
+
+
+def require_golden_dirs() -> list[str]:
+    """golden_dirs(), never silently empty: with $CI set, no fixture fails the run naming the
+    path, unless MSA_ALLOW_NO_GOLDEN=1 opts out; otherwise (or opted out) the module skips."""
+    found = golden_dirs()
+    if found:
+        return found
+    why = (f"no golden fixtures: {golden_root()} is missing or has no fixture folder "
+           f"(set MSA_GOLDEN_ROOT or MSA_GOLDEN_DIRS)")
+    if os.environ.get("CI") and os.environ.get("MSA_ALLOW_NO_GOLDEN") != "1":
+        pytest.fail(f"{why}; CI is set, so this is an error (MSA_ALLOW_NO_GOLDEN=1 skips)",
+                    pytrace=False)
+    pytest.skip(why, allow_module_level=True)
 
 
 def pytest_configure(config):

@@ -49,6 +49,7 @@ def test_plain_lm_api_and_save_reload(model, tmp_path):
     path = model.save_pretrained(str(tmp_path / "ckpt"))
     again = msa_jax.from_pretrained(path)
     assert again.cfg.msa == model.cfg.msa
+    # bit-equal: the same jitted forward on the same float32 weights (save/load moves data only)
     np.testing.assert_array_equal(np.asarray(again(ids)), logits)
     assert again.tokenizer.encode("abc") == model.tokenizer.encode("abc")
 

@@ -7,9 +7,11 @@ metadata through JAX's own collectives (`multihost_utils.process_allgather`). Th
 they were encoded: MemoryPlacement builds each process's shards from its local arrays.
 
 A peer that dies makes the next collective fail (gloo: "connection closed by peer"); `guard`
-turns that into a PeerLostError, and a collective that hangs instead (a peer stopped but not
-closed) into a clear message and exit after a bounded time: a collective stuck in the runtime
-cannot be interrupted from Python. The runtime's heartbeat (`heartbeat_timeout_s`) is the last line.
+turns that into a PeerLostError naming the lost peer (exit status EXIT_PEER_LOST), and a
+collective that hangs instead (a peer stopped but not closed) into a clear message and exit after a
+bounded time (status EXIT_STEP_TIMEOUT: nothing was detected, only waited for): a collective stuck
+in the runtime cannot be interrupted from Python. The runtime's heartbeat (`heartbeat_timeout_s`)
+is the last line.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from msa_jax.sharding import mesh_axis
 
 MEMORY = mesh_axis("docs")  # the mesh axis documents are sharded over (msa_jax/sharding.py RULES)
 
-EXIT_PEER_LOST = 75  # exit status of a process whose peer is gone
+EXIT_PEER_LOST = 75  # exit status of a process that detected the loss of a peer
+EXIT_STEP_TIMEOUT = 76  # exit status of a process whose step outlived guard's watchdog
 _PEER_LOSS = ("connection closed by peer", "connection reset", "broken pipe", "gloo",
               "heartbeat", "coordination service", "unavailable", "deadline_exceeded",
               "task has failed", "barrier")
@@ -56,15 +59,15 @@ def initialize(coordinator_address: str, num_processes: int, process_id: int, *,
 def _expire(what: str, timeout_s: float):
     sys.stderr.write(f"msa_jax: {what} did not finish within {timeout_s:g} s: a peer process of "
                      f"the jax.distributed run is not answering (dead or hung); exiting with "
-                     f"status {EXIT_PEER_LOST}\n")
+                     f"status {EXIT_STEP_TIMEOUT}\n")
     sys.stderr.flush()
-    os._exit(EXIT_PEER_LOST)
+    os._exit(EXIT_STEP_TIMEOUT)
 
 
 @contextlib.contextmanager
 def guard(what: str, timeout_s: float | None = 120.0):
     """Run a distributed step: a runtime error caused by a lost peer becomes PeerLostError; a step
-    still running after timeout_s ends the process (message on stderr, exit EXIT_PEER_LOST)."""
+    still running after timeout_s ends the process (message on stderr, exit EXIT_STEP_TIMEOUT)."""
     timer = threading.Timer(timeout_s, _expire, (what, timeout_s)) if timeout_s else None
     if timer is not None:
         timer.daemon = True
@@ -75,12 +78,18 @@ def guard(what: str, timeout_s: float | None = 120.0):
         text = str(e).lower()
         if any(m in text for m in _PEER_LOSS):
             first = str(e).strip().splitlines()[0][:300]
-            raise PeerLostError(f"{what}: a peer process of the jax.distributed run is gone "
-                                f"({first})") from e
+            raise PeerLostError(f"{what}: process {jax.process_index()} lost {_peers()} of the "
+                                f"jax.distributed run, a peer process is gone ({first})") from e
         raise
     finally:
         if timer is not None:
             timer.cancel()
+
+
+def _peers() -> str:
+    """The peers a lost connection can come from (the runtime's error does not say which)."""
+    others = [p for p in range(jax.process_count()) if p != jax.process_index()]
+    return f"peer process {others[0]}" if len(others) == 1 else f"one of processes {others}"
 
 
 def exit_peer_lost(err: BaseException):

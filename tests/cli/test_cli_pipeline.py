@@ -102,8 +102,8 @@ def test_encode_resumes_from_its_journal(cli, demo, tmp_path):
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items())  # reused, not re-encoded
     b1, b2 = (msa_jax.load_bank(str(tmp_path / b)) for b in ("b1", "b2"))
     assert b1.doc_ids == b2.doc_ids
-    for tier in ("routing_keys", "content_k", "content_v"):
-        np.testing.assert_array_equal(b1.tier(tier), b2.tier(tier))
+    for tier in ("routing_keys", "content_k", "content_v"):  # bit-equal: the same plan and
+        np.testing.assert_array_equal(b1.tier(tier), b2.tier(tier))  # program (block_tokens 512)
     again = cli(*args, f"--out={tmp_path / 'b1'}")
     assert again.returncode == 1 and "exists" in again.stderr
 

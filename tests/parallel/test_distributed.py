@@ -1,6 +1,8 @@
 """Two processes on localhost (jax.distributed, gloo), each encoding and holding half of the bank,
-answer together exactly as one process holding all of it; when one of them is killed mid-run the
-other exits with a clear error within a bounded time.
+answer together exactly as one process holding all of it; when one of them is SIGKILLed while the
+other waits in a collective, the survivor detects the loss and names the lost peer (exit
+EXIT_PEER_LOST), which a timeout (EXIT_STEP_TIMEOUT) cannot pass for. The same step, run once
+before with nobody dying, completes.
 
 The workers are tests/parallel/two_process_worker.py. Every wait here is bounded: a worker that
 runs too long is killed and the test fails instead of hanging.
@@ -16,12 +18,13 @@ import time
 
 import pytest
 
-from msa_jax.memory.distributed import EXIT_PEER_LOST
+from msa_jax.memory.distributed import EXIT_PEER_LOST, EXIT_STEP_TIMEOUT
 from tests.parallel import common
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 START_LIMIT_S = 240  # both workers compiled, answered and wrote their results
 DEAD_PEER_LIMIT_S = 60  # the survivor has exited after its peer was killed
+ROUND_LIMIT_S = 60  # a round of the worker's answer_again has started / finished
 
 
 def free_port() -> int:
@@ -42,7 +45,8 @@ def wait_for(paths, procs, limit_s):
 
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
-    """Runs both workers to the end: results, then process 1 killed while process 0 answers."""
+    """Runs both workers to the end: results; round 1 of answer_again with both alive; round 2,
+    process 1 killed while process 0 waits in the step's collective."""
     out = tmp_path_factory.mktemp("two_process")
     port = free_port()
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -58,9 +62,16 @@ def two_processes(tmp_path_factory):
         results = [out / f"result_{i}.json" for i in range(2)]
         if not wait_for(results, procs, START_LIMIT_S):
             pytest.fail("the two workers did not both answer:\n" + read_logs(logs))
-        (out / "go").touch()  # process 0 answers again and blocks in a collective...
-        time.sleep(2.0)
-        procs[1].send_signal(signal.SIGKILL)  # ...while its peer dies
+        (out / "go_1").touch()  # round 1: nobody dies, both run the step to its end
+        again = [out / f"again_{i}.json" for i in range(2)]
+        if not wait_for(again, procs, ROUND_LIMIT_S):
+            pytest.fail("round 1 (nobody dies) did not complete:\n" + read_logs(logs))
+        (out / "go_2").touch()  # round 2: process 0 runs the same step alone...
+        if not wait_for([out / "waiting_0_2"], procs, ROUND_LIMIT_S):
+            pytest.fail("process 0 did not start round 2:\n" + read_logs(logs))
+        time.sleep(1.0)  # ...and blocks in its first collective, which process 1 never joins
+        assert procs[0].poll() is None, "process 0 finished round 2 without its peer"
+        procs[1].send_signal(signal.SIGKILL)
         killed_at = time.time()
         try:
             procs[0].wait(timeout=DEAD_PEER_LIMIT_S)
@@ -68,6 +79,7 @@ def two_processes(tmp_path_factory):
             pytest.fail(f"process 0 still runs {DEAD_PEER_LIMIT_S} s after its peer died:\n"
                         + read_logs(logs))
         yield {"results": [json.loads(p.read_text()) for p in results],
+               "again": [json.loads(p.read_text()) for p in again],
                "survivor_rc": procs[0].returncode, "survivor_s": time.time() - killed_at,
                "survivor_log": read_logs(logs[:1])}
     finally:
@@ -98,7 +110,19 @@ def test_two_processes_answer_like_one(two_processes, reference, bank):
     assert sum(local) == bank.num_chunks and min(local) > 0  # each holds only its half
 
 
-def test_dead_peer_is_a_clear_error_not_a_hang(two_processes):
-    assert two_processes["survivor_rc"] == EXIT_PEER_LOST, two_processes["survivor_log"]
-    assert "peer process of the jax.distributed run" in two_processes["survivor_log"]
+def test_the_step_completes_when_nobody_dies(two_processes, reference):
+    """The companion of the dead-peer run: the same step (answer_again), same guard and timeout."""
+    for i, record in enumerate(two_processes["again"]):
+        common.assert_same_result(reference, common.Result.from_json(record),
+                                  where=f"round 1, process {i}")
+
+
+def test_dead_peer_is_detected_and_named_not_timed_out(two_processes):
+    log = two_processes["survivor_log"]
+    rc = two_processes["survivor_rc"]
+    assert rc != EXIT_STEP_TIMEOUT, f"the survivor timed out instead of detecting:\n{log}"
+    assert rc == EXIT_PEER_LOST, log
+    # the survivor names the lost peer and the runtime's evidence that its connection is gone
+    assert "process 0 lost peer process 1 of the jax.distributed run" in log, log
+    assert "answer again (round 2)" in log and "connection closed by peer" in log.lower(), log
     assert two_processes["survivor_s"] < DEAD_PEER_LIMIT_S

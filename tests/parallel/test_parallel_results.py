@@ -18,18 +18,21 @@ def placements():
 @pytest.mark.parametrize("data,memory", MESHES)
 def test_same_results_on_every_mesh(model, bank, rows, reference, placements, data, memory):
     got = common.run(model, bank, rows, placements[data, memory])
-    # Sharding the memory changes no arithmetic: bit-equal. Splitting the batch over `data` lets
-    # XLA block the model's matmuls differently (a few ulp), hence tolerances there.
-    tol = dict(score_tol=0.0, logit_tol=0.0) if data == 1 else {}
-    common.assert_same_result(reference, got, where=f"data={data} memory={memory}", **tol)
+    # Another device count compiles another program (SPMD partitioning, per-shard scoring): equal
+    # up to float32 reassociation, not guaranteed bit-equal, hence assert_same_result's tolerances.
+    common.assert_same_result(reference, got, where=f"data={data} memory={memory}")
 
 
 def test_ask_tokens_with_placement(model, bank, rows, reference, placements):
     """The public API: ask_tokens(placement=) reports the same documents by id."""
     new, choices = model.ask_tokens(rows, bank, common.MAX_NEW, placement=placements[1, 4])
-    assert new == reference.tokens
-    for row, ref_row in zip(choices, reference.slots):
-        assert [c.docs for c in row] == [[bank.doc_ids[s] for s in slots] for slots in ref_row]
+    common.assert_same_first_tokens(reference, new, logit_tol=1e-5, where="ask_tokens")
+    for b, (row, ref_row, ref_scores) in enumerate(zip(choices, reference.slots,
+                                                       reference.scores)):
+        for layer, (c, slots, scores) in enumerate(zip(row, ref_row, ref_scores)):
+            ids = [bank.doc_ids[s] for s in slots]
+            common.assert_same_choice(ids, scores, c.docs, c.scores,
+                                      where=f"ask_tokens row {b} router layer {layer}")
 
 
 def test_layout_balanced_and_sharded(bank, placements):

@@ -10,7 +10,7 @@ import pytest
 import msa_jax
 from msa_jax.memory.parallel import MemoryPlacement, memory_mesh
 from msa_jax.model.query import local_fetch, local_select
-from msa_jax.model.router import selected_chunks
+from msa_jax.model.router import select_documents, selected_chunks
 from tests.parallel import common
 
 MESHES = [(1, 1), (1, 2), (1, 4), (1, 8), (2, 4)]
@@ -73,3 +73,41 @@ def test_deleted_documents_are_never_selected(cfg):
     ids, _, valid, *_ = check(cfg, bank, placement, qr, mask)
     assert not set(gone) & {str(i) for i in ids[valid]}
     assert placement.stats == {"built": 2, "appended": 0}
+
+
+# Document scores (x H^-0.5) with a tie straddling the k-th place (k = 6): 5, 5, 4 are in, then
+# slots 1, 3, 4, 6, 9, 12, 14 all score 3 and only the three lowest of them fit.
+VALUES = [1, 3, 5, 3, 3, 0, 3, 2, 5, 3, 4, 2, 3, 1, 3]
+CHUNKS = [1, 2, 1, 1, 3, 1, 2, 1, 1, 1, 2, 1, 1, 2, 1]
+
+
+def test_select_documents_tie_at_the_kth_place_goes_to_the_lower_slots():
+    scores = np.asarray([VALUES, VALUES[::-1]], np.float32)
+    scores[1, 2] = -np.inf  # an absent document
+    ids, top, valid = (np.asarray(x) for x in select_documents(scores, 6))
+    for b in range(2):
+        want = common.np_topk(scores[b], 6)
+        assert np.sort(scores[b])[::-1][5] == np.sort(scores[b])[::-1][6]  # the tie straddles k
+        np.testing.assert_array_equal(ids[b], want)
+        np.testing.assert_array_equal(top[b], scores[b][want])
+    assert valid.all()
+
+
+@pytest.mark.parametrize("data,memory", [(1, 1), (1, 4), (2, 4)])
+def test_sharded_select_tie_at_the_kth_place_matches_the_oracle(data, memory):
+    cfg = msa_jax.preset("tiny-msa")
+    cfg = cfg.replace(msa=dataclasses.replace(cfg.msa, top_k_docs=6, inference_score_mode="dot"))
+    bank = common.valued_bank(VALUES, CHUNKS)
+    bank.delete(["3"])  # a tombstone inside the tie: the next tied slot takes its place
+    qr, mask = common.one_hot_queries(batch=2 * data)
+    placement = MemoryPlacement(memory_mesh(data, jax.devices()[:data * memory]))
+    want_scores = np.asarray(VALUES, np.float32) * 16 ** -0.5
+    want_scores[3] = -np.inf
+    want = common.np_topk(want_scores, 6)  # slots 2, 8, 10, 1, 4, 6
+    assert 3 not in want and 9 not in want and set(want[3:]) == {1, 4, 6}
+    got = [np.asarray(x) for x in _route(cfg, placement.view(bank), qr, mask, placement.select,
+                                         placement.fetch)]
+    for b in range(qr.shape[0]):
+        np.testing.assert_array_equal(got[0][b], want)
+        np.testing.assert_array_equal(got[1][b], want_scores[want])  # exact: see valued_bank
+        assert got[2][b].all()

@@ -19,7 +19,7 @@ def test_encode_into_shards_matches_a_fresh_placement(model, docs):
     grown = placement.view(bank)
     fresh = MemoryPlacement(memory_mesh(1, devices)).view(bank)  # laid out from scratch
     assert grown.max_doc_chunks == fresh.max_doc_chunks
-    for name in FIELDS:
+    for name in FIELDS:  # bit-equal: both views copy the same bank's arrays (data movement)
         a, b = getattr(grown, name), getattr(fresh, name)
         for x, y in (zip(a, b) if isinstance(a, tuple) else [(a, b)]):  # tiers: per layer
             assert x.shape == y.shape and x.sharding == y.sharding, name

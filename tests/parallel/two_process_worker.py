@@ -4,8 +4,11 @@
 
 Joins a 2-process jax.distributed run on localhost (2 CPU devices per process), encodes its half of
 the corpus, answers the questions together with its peer and writes OUT_DIR/result_{id}.json.
-Then process 1 waits to be killed, and process 0 waits for OUT_DIR/go and answers again: its peer
-is dead by then, so it must exit with a clear error (status EXIT_PEER_LOST), not hang.
+Then two rounds of the same step, `answer_again`, each started by OUT_DIR/go_{round}:
+- round 1, nobody dies: both processes answer again and write OUT_DIR/again_{id}.json;
+- round 2: process 0 answers again alone and blocks in a collective (it writes
+  OUT_DIR/waiting_0 just before), while process 1 sleeps until the test SIGKILLs it. Process 0 must
+  detect the loss (PeerLostError, status EXIT_PEER_LOST), not time out (EXIT_STEP_TIMEOUT).
 """
 
 import json
@@ -37,6 +40,21 @@ def _wait_for(path: str, limit_s: float):
         time.sleep(0.1)
 
 
+def _write_json(path: str, value):
+    """Atomically: the test polls for the file and reads it as soon as it exists."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f)
+    os.replace(path + ".tmp", path)
+
+
+def answer_again(model, bank, rows, placement, out: str, process_id: int, round_: int):
+    """The step both rounds run: wait for go_{round}, answer under the same guard and timeout."""
+    _wait_for(os.path.join(out, f"go_{round_}"), 60)
+    open(os.path.join(out, f"waiting_{process_id}_{round_}"), "w").close()
+    with distributed.guard(f"answer again (round {round_})", DEAD_PEER_TIMEOUT_S):
+        return common.run(model, bank, rows, placement)
+
+
 def main(process_id: int, port: int, out: str):
     distributed.initialize(f"127.0.0.1:{port}", 2, process_id, timeout_s=60,
                            heartbeat_timeout_s=10)
@@ -54,15 +72,15 @@ def main(process_id: int, port: int, out: str):
         rows = common.question_rows(docs)
         with distributed.guard("answer", STEP_TIMEOUT_S):
             result = common.run(model, bank, rows, placement)
-        with open(os.path.join(out, f"result_{process_id}.json"), "w") as f:
-            json.dump({"result": result.to_json(), "num_shards": placement.num_shards,
-                       "local_chunks": int(local.num_chunks), "doc_ids": bank.doc_ids}, f)
+        _write_json(os.path.join(out, f"result_{process_id}.json"),
+                    {"result": result.to_json(), "num_shards": placement.num_shards,
+                     "local_chunks": int(local.num_chunks), "doc_ids": bank.doc_ids})
+        again = answer_again(model, bank, rows, placement, out, process_id, 1)
+        _write_json(os.path.join(out, f"again_{process_id}.json"), again.to_json())
         if process_id == 1:
             time.sleep(120)  # killed by the test
             sys.exit("worker 1: was not killed")
-        _wait_for(os.path.join(out, "go"), 60)
-        with distributed.guard("answer after the peer died", DEAD_PEER_TIMEOUT_S):
-            common.run(model, bank, rows, placement)
+        answer_again(model, bank, rows, placement, out, process_id, 2)
         sys.exit("worker 0: answered without its peer")
     except distributed.PeerLostError as e:
         distributed.exit_peer_lost(e)
