@@ -119,6 +119,9 @@ def test_query_references_missing_from_the_bank_are_named(capsys, monkeypatch, t
     class Model:
         cfg, tokenizer = msa_jax.preset("tiny-msa", msa=msa_jax.MSAConfig(top_k_docs=1)), object()
 
+        def require_msa(self, action):
+            pass  # an MSA model
+
         def ask(self, question, bank, **kwargs):
             return Answer("x", [], [LayerChoice(0, ["a"], [1.0])])
 
