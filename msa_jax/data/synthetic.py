@@ -138,9 +138,10 @@ def make_needle_task(num_docs: int, num_queries: int, seed: int = 0, hops: int =
     `person_index`); None = all 21504. Every subject and every named object comes from it, so
     disjoint sets give corpora that share no entity (a train / evaluation split by entity).
     hard_negatives: per needle fact (each hop), that many extra one-fact documents whose key
-    differs from the needle's only in one part of the person's name (first name, initial or
-    last name, in turn), with their own values: "The lucky boat of Lena K. Sato" vs "... of
-    Lena T. Sato". They are appended after the `num_docs` documents: the j-th hard negative of
+    differs from the needle's in exactly one part (adjective, noun or relation, first name,
+    initial, last name; in turn, skipping parts without an unused variant among `people`), with
+    their own values: "The lucky boat of Lena K. Sato" vs "The lucky boat of Lena T. Sato" or
+    "The lucky coat of Lena K. Sato". They are appended after the `num_docs` documents: the j-th hard negative of
     query q, hop h has id `num_docs + (q * hops + h) * hard_negatives + j`. Their keys are
     stated nowhere else, so every answer keeps exactly one source. With the defaults the output
     is the same as without these arguments.
@@ -232,14 +233,21 @@ def _person_keys(rng: np.random.Generator, count: int, head: tuple[int, ...],
 
 def _hard_negative(rng: np.random.Generator, key: Sequence[int], is_relation: bool, j: int,
                    allowed: np.ndarray, used: set) -> str:
-    """A fact whose key is `key` with one part of the person's name changed (part j % 3)."""
-    part = len(key) - 3 + j % 3  # first name, initial, last name in turn
+    """A fact whose key is `key` with exactly one part changed: part j % len(key) if it has an
+    unused variant among the allowed people, else the next part that has one."""
+    shape = (_RELATION_SHAPE if is_relation else _ATTRIBUTE_SHAPE)
     ok = set(allowed.tolist())
-    for _ in range(200):
-        new = list(key)
-        new[part] = int(rng.integers(_PERSON_SHAPE[part - len(key) + 3]))
-        flat = int(np.ravel_multi_index(new[-3:], _PERSON_SHAPE))
-        if tuple(new) not in used and flat in ok:
+    for step in range(len(key)):
+        part = (j + step) % len(key)
+        candidates = []
+        for value in range(shape[part]):
+            new = list(key)
+            new[part] = value
+            if value != key[part] and tuple(new) not in used and \
+                    int(np.ravel_multi_index(new[-3:], _PERSON_SHAPE)) in ok:
+                candidates.append(new)
+        if candidates:
+            new = candidates[int(rng.integers(len(candidates)))]
             used.add(tuple(new))
             if is_relation:
                 other = _name(*_persons(allowed[rng.integers(len(allowed), size=1)])[0])
