@@ -64,6 +64,10 @@ def loss_and_metrics(cfg: ModelConfig, params, batch: TrainBatch, num_docs: int,
     return lm_weight * lm + aux_weight * aux, metrics
 
 
+def global_norm(tree) -> Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+
+
 def make_step(cfg: ModelConfig, ocfg: optim.OptimConfig, tx: optax.GradientTransformation,
               num_docs: int) -> Callable[[TrainState, TrainBatch], tuple[TrainState, dict]]:
     """The (unjitted) train step for batches of `num_docs` documents per sample."""
@@ -77,7 +81,7 @@ def make_step(cfg: ModelConfig, ocfg: optim.OptimConfig, tx: optax.GradientTrans
         (loss, metrics), grads = grad_fn(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics.update(loss=loss, grad_norm=optax.global_norm(grads), lr=lr(update),
+        metrics.update(loss=loss, grad_norm=global_norm(grads), lr=lr(update),
                        lm_weight=lm_w, aux_weight=aux_w)
         return TrainState(state.step + 1, params, opt_state, state.rng), metrics
 
