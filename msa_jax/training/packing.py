@@ -24,7 +24,7 @@ Shapes come from a few buckets (`Buckets`): the smallest length L and document c
 hold every sample of the batch, so a run compiles at most len(lengths) * len(num_docs) shapes.
 
 API (stable; the pipeline and trainer rely on it): `TokenizedSample`, `tokenize_sample`,
-`Buckets`, `pack_batch`, `BATCH_FIELDS`.
+`Buckets`, `check_sample`, `pack_batch`, `BATCH_FIELDS`.
 """
 
 from __future__ import annotations
@@ -141,26 +141,40 @@ def _row(s: TokenizedSample, head: Sequence[int], query_offset: int):
     return tokens, positions, roles, labels
 
 
+def check_sample(s: TokenizedSample, head_len: int, buckets: Buckets,
+                 vocab_size: int | None = None) -> tuple[int, int]:
+    """(tokens, documents) of `s`; SampleError naming it if it fits no bucket or holds a token
+    id outside `vocab_size`."""
+    length = s.length(head_len)
+    buckets.check(s.id, length, len(s.documents))
+    if vocab_size is not None:
+        top = max(max(map(max, s.documents)), max(s.active))
+        if top >= vocab_size:
+            raise SampleError(f"sample {s.id!r}: token id {top} is outside the model's "
+                              f"vocabulary ({vocab_size})")
+    return length, len(s.documents)
+
+
 def pack_batch(samples: Sequence[TokenizedSample], head: Sequence[int], query_offset: int,
-               pad_id: int, length: int, num_docs: int, vocab_size: int | None = None
-               ) -> dict[str, np.ndarray]:
-    """Arrays of `BATCH_FIELDS` for `samples` at shape [len(samples), length] / [.., num_docs].
+               pad_id: int, length: int, num_docs: int, vocab_size: int | None = None,
+               rows: int | None = None) -> dict[str, np.ndarray]:
+    """Arrays of `BATCH_FIELDS` for `samples` at shape [rows, length] / [rows, num_docs];
+    rows (default len(samples)) beyond the samples are empty (pads, no positives).
 
     Errors (SampleError) name the sample that does not fit `length` or `num_docs`, or holds a
     token id outside `vocab_size`.
     """
-    b = len(samples)
+    b = len(samples) if rows is None else rows
+    if b < len(samples):
+        raise ValueError(f"rows={rows} cannot hold {len(samples)} samples")
     out = {k: np.zeros((b, length), np.int32) for k in ("tokens", "positions", "roles", "mask")}
     out["tokens"][:] = pad_id
     out["labels"] = np.full((b, length), IGNORE, np.int32)
     out["doc_labels"] = np.zeros((b, num_docs), np.int32)
     fit = Buckets((length,), (num_docs,))  # validates the shape
     for i, s in enumerate(samples):
-        fit.check(s.id, s.length(len(head)), len(s.documents))
+        check_sample(s, len(head), fit, vocab_size)
         tokens, positions, roles, labels = _row(s, head, query_offset)
-        if vocab_size is not None and max(tokens) >= vocab_size:
-            raise SampleError(f"sample {s.id!r}: token id {max(tokens)} is outside the model's "
-                              f"vocabulary ({vocab_size})")
         n = len(tokens)
         out["tokens"][i, :n], out["positions"][i, :n] = tokens, positions
         out["roles"][i, :n], out["labels"][i, :n], out["mask"][i, :n] = roles, labels, 1
