@@ -4,7 +4,8 @@
 - `make_needle_task`: documents plus questions whose answer is stated in exactly one document
   (hops=1) or needs two chained documents (hops=2); queries carry `reference_ids` and `answers`,
   so a model can be trained to return the document ids (docs/msa.md §5-§6) and routing recall
-  can be measured.
+  can be measured; optionally restricted to a set of persons (a split by entity) and with hard
+  negatives (documents whose key differs from a needle's in one part).
 - `synthetic_token_corpus`: a stream of token-id documents of a given total size, for
   memory-scale benchmarks, never held in memory all at once.
 
@@ -141,8 +142,9 @@ def make_needle_task(num_docs: int, num_queries: int, seed: int = 0, hops: int =
     differs from the needle's in exactly one part (adjective, noun or relation, first name,
     initial, last name; in turn, skipping parts without an unused variant among `people`), with
     their own values: "The lucky boat of Lena K. Sato" vs "The lucky boat of Lena T. Sato" or
-    "The lucky coat of Lena K. Sato". They are appended after the `num_docs` documents: the j-th hard negative of
-    query q, hop h has id `num_docs + (q * hops + h) * hard_negatives + j`. Their keys are
+    "The lucky coat of Lena K. Sato". They are appended after the `num_docs` documents: the
+    j-th hard negative of query q, hop h has id `num_docs + (q * hops + h) * hard_negatives + j`.
+    Their keys are
     stated nowhere else, so every answer keeps exactly one source. With the defaults the output
     is the same as without these arguments.
     """
