@@ -192,9 +192,9 @@ def make_needle_task(num_docs: int, num_queries: int, seed: int = 0, hops: int =
     documents = [Document(str(i), text=" ".join(facts[s:s + n]))
                  for i, (s, n) in enumerate(zip(starts.tolist(), counts.tolist()))]
     if hard_negatives:
-        used = set(map(tuple, keys))
+        used, ok = set(map(tuple, keys)), set(allowed.tolist())
         slots = needle_slots.reshape(-1).tolist()  # (query, hop) order
-        negatives = [_hard_negative(rng, keys[s], kinds[s], j, allowed, used)
+        negatives = [_hard_negative(rng, keys[s], kinds[s], j, allowed, ok, used)
                      for s in slots for j in range(hard_negatives)]
         documents += [Document(str(num_docs + i), text=text) for i, text in enumerate(negatives)]
     return documents, queries
@@ -203,12 +203,22 @@ def make_needle_task(num_docs: int, num_queries: int, seed: int = 0, hops: int =
 PERSON_SHAPE = _PERSON_SHAPE  # (first names, initials, last names)
 
 
+_NAME_INDEX = tuple({name: i for i, name in enumerate(names)}
+                    for names in (FIRST_NAMES, INITIALS, LAST_NAMES))
+
+
+def _flat_person(first: int, initial: int, last: int) -> int:
+    return (first * _PERSON_SHAPE[1] + initial) * _PERSON_SHAPE[2] + last
+
+
 def person_index(name: str) -> int:
     """Flat index of a person named "First I. Last" (the inverse of the names facts use)."""
-    first, initial, last = name.split(" ")
-    parts = (FIRST_NAMES.index(first), INITIALS.index(initial.rstrip(".")),
-             LAST_NAMES.index(last))
-    return int(np.ravel_multi_index(parts, _PERSON_SHAPE))
+    try:
+        first, initial, last = name.split(" ")
+        return _flat_person(_NAME_INDEX[0][first], _NAME_INDEX[1][initial.rstrip(".")],
+                            _NAME_INDEX[2][last])
+    except (KeyError, ValueError):
+        raise ValueError(f"{name!r} is not a synthetic person name (First I. Last)") from None
 
 
 def _allowed_people(people: Sequence[int] | None) -> np.ndarray:
@@ -234,11 +244,10 @@ def _person_keys(rng: np.random.Generator, count: int, head: tuple[int, ...],
 
 
 def _hard_negative(rng: np.random.Generator, key: Sequence[int], is_relation: bool, j: int,
-                   allowed: np.ndarray, used: set) -> str:
+                   allowed: np.ndarray, ok: set, used: set) -> str:
     """A fact whose key is `key` with exactly one part changed: part j % len(key) if it has an
     unused variant among the allowed people, else the next part that has one."""
     shape = (_RELATION_SHAPE if is_relation else _ATTRIBUTE_SHAPE)
-    ok = set(allowed.tolist())
     for step in range(len(key)):
         part = (j + step) % len(key)
         candidates = []
@@ -246,7 +255,7 @@ def _hard_negative(rng: np.random.Generator, key: Sequence[int], is_relation: bo
             new = list(key)
             new[part] = value
             if value != key[part] and tuple(new) not in used and \
-                    int(np.ravel_multi_index(new[-3:], _PERSON_SHAPE)) in ok:
+                    _flat_person(*new[-3:]) in ok:
                 candidates.append(new)
         if candidates:
             new = candidates[int(rng.integers(len(candidates)))]
