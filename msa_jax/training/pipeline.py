@@ -47,7 +47,7 @@ _LAST_STEP = 2 ** 62  # the iterator is endless; steps beyond any run
 class PipelineConfig:
     """batch_size: global batch (all processes together); length_buckets / doc_buckets: the
     allowed L and M; worker_count: grain worker processes (0 = a reader thread); prefetch:
-    batches prepared ahead (per worker)."""
+    batches prepared ahead (per worker; at least 1)."""
 
     batch_size: int = 8
     length_buckets: tuple[int, ...] = (512, 1024, 2048)
