@@ -20,6 +20,8 @@ import numpy as np
 
 from msa_jax.config import ModelConfig
 from msa_jax.inference.generate import bucket, left_pad, prompt_positions
+from msa_jax.inference.interleave import PromptTemplate, question_row
+from msa_jax.inference.memory_generate import ROUTING, QueryRow
 from msa_jax.memory.bank import MemoryBank
 from msa_jax.memory.encoder import DocInput, encode_documents
 from msa_jax.model.cache import step_times
@@ -30,18 +32,18 @@ RECALL_AT = (1, 5, 10)
 
 @dataclasses.dataclass(frozen=True)
 class EvalQuestion:
-    tokens: tuple[int, ...]  # the question (routing tokens)
+    row: QueryRow  # the query row inference routes with (ROUTING / CONTEXT roles)
     target: str  # id of its relevant document in the bank
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def _doc_scores(cfg: ModelConfig, params, memory: MemoryView, prefix_k, prefix_v, tokens, mask,
-                positions):
+                positions, routing):
     b, t = tokens.shape
     cache = prefix_cache(cfg, prefix_k, prefix_v, b, prefix_k.shape[1] + t)
     k_time, q_time = step_times(cache.index, mask)
     _, _, (infos, _) = prefill_with_memory(cfg, params, memory, cache, tokens, positions, k_time,
-                                           q_time, mask > 0, keep_doc_scores=True)
+                                           q_time, routing, keep_doc_scores=True)
     return [info.doc_scores for info in infos if info is not None]  # per router layer [B, M]
 
 
@@ -67,11 +69,13 @@ def memory_recall(cfg: ModelConfig, params, questions: Sequence[EvalQuestion],
     for i in range(0, len(questions), batch_size):
         part = questions[i:i + batch_size]
         part = list(part) + [part[-1]] * (batch_size - len(part))  # one shape: one compilation
-        length = bucket(max(len(q.tokens) for q in part))
-        tokens, mask = left_pad([q.tokens for q in part], length, cfg.pad_token_id or 0)
+        length = bucket(max(len(q.row.tokens) for q in part))
+        tokens, mask = left_pad([q.row.tokens for q in part], length, cfg.pad_token_id or 0)
+        roles, _ = left_pad([[r + 2 for r in q.row.roles] for q in part], length, 0)
+        routing = (roles == ROUTING + 2) & (mask > 0)
         positions = prompt_positions(mask, cfg.msa.query_offset)
         per_layer = _doc_scores(cfg, params, view, pk, pv, jnp.asarray(tokens),
-                                jnp.asarray(mask), jnp.asarray(positions))
+                                jnp.asarray(mask), jnp.asarray(positions), jnp.asarray(routing))
         n = min(batch_size, len(questions) - i)
         targets = np.asarray([slot[q.target] for q in part[:n]])
         for r, scores in enumerate(per_layer):
@@ -85,6 +89,19 @@ def memory_recall(cfg: ModelConfig, params, questions: Sequence[EvalQuestion],
     for k in RECALL_AT:
         out[f"eval/recall@{k}"] = out[f"eval/recall@{k}/layer{last}"]
     return out
+
+
+def eval_inputs(eval_set, tokenizer, template: PromptTemplate = PromptTemplate()
+                ) -> tuple[list[DocInput], list[EvalQuestion]]:
+    """A held-out `msa_jax.training.tasks.EvalSet` -> (memory documents wrapped as
+    `MSAModel.encode_memory` wraps them, one question per sample: its inference query row and
+    its first relevant document)."""
+    docs = [DocInput(d.id, tuple(tokenizer.encode(template.format_document(d.id, d.text),
+                                                  allow_special=True)), d.text)
+            for d in eval_set.documents]
+    questions = [EvalQuestion(question_row(tokenizer, template, s.question, s.history),
+                              s.relevant_ids[0]) for s in eval_set.samples]
+    return docs, questions
 
 
 def evaluate(cfg: ModelConfig, params, docs: Sequence[DocInput],
