@@ -5,7 +5,7 @@ A sample is laid out as the reference's training batch (tests/golden inputs.json
 document-wise positions, the question from len(head) + top_k on, labels on the response only.
 
 `keyed_batch` is a retrieval task: document d holds a key token pair and a value token; the
-question repeats the key of the positive document; the response is its value. A router that
+question repeats the key of the positive document; the response is its value (4 times: a few labelled tokens per sample). A router that
 learns to match keys routes the question to the positive (chance: 1 / M).
 """
 
@@ -60,7 +60,8 @@ def keyed_batch(cfg: ModelConfig, rng: np.random.Generator, batch: int, num_docs
         target = int(rng.integers(num_docs))
         doc_labels[b, target] = 1
         rows.append(_sample(cfg, [[int(t) for t in d] for d in docs],
-                            [int(t) for t in keyset[target]], [docs[target][2]], length))
+                            [int(t) for t in keyset[target]], [int(docs[target][2])] * 4,
+                            length))
     out = {k: np.asarray([r[k] for r in rows], np.int32) for k in rows[0]}
     out["doc_labels"] = doc_labels
     out["num_docs"] = num_docs
