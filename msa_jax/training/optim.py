@@ -75,7 +75,7 @@ class OptimConfig:
         if not self.phases:
             raise ConfigError("optim.phases is empty: give at least one phase")
         for i, p in enumerate(self.phases):
-            p.check(f"optim.phases[{i}]")
+            p.check(f"optim.{p.name}" if p.name else f"optim.phases[{i}]")
         if self.accumulate_steps < 1:
             raise ConfigError(f"optim.accumulate_steps must be >= 1, got {self.accumulate_steps}")
         if self.freeze not in ("", ROUTER, BACKBONE):
