@@ -23,7 +23,6 @@ NAME = "train"
 SUMMARY = "train an MSA model from a recipe config (resumes from --workdir)"
 USAGE = ("--config=configs/train_tiny.py --workdir=DIR [--config.section.key=VALUE ...] "
          "[--init_from=DIR] [--steps=N] [--noprogress]")
-DEFAULT_CONFIG = os.path.join(common.REPO_ROOT, "configs", "train_tiny.py")
 
 
 def define_flags(fv: flags.FlagValues, argv):
@@ -35,8 +34,10 @@ def define_flags(fv: flags.FlagValues, argv):
     flags.DEFINE_integer("steps", None, "Stop after this many more steps (default: the whole "
                          "schedule).", lower_bound=1, flag_values=fv)
     flags.DEFINE_boolean("progress", True, "Show a progress bar.", flag_values=fv)
-    common.define_config_flag(fv, argv, DEFAULT_CONFIG, "a training recipe, e.g. "
-                              "configs/train_tiny.py")
+    from msa_jax.cli.commands.demo import default_config_path
+
+    common.define_config_flag(fv, argv, default_config_path("train_tiny.py"),
+                              "a training recipe; default: configs/train_tiny.py")
 
 
 def _section(config, name: str):
