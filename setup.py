@@ -12,6 +12,7 @@ RUNTIME = [
     "numpy>=1.26",
     "tqdm>=4.66",
     "ml_collections>=1.0",
+    "tensorboardX>=2.6",
 ]
 
 TEST = [

@@ -232,6 +232,7 @@ class ModelConfig:
     param_dtype: str = "float32"  # storage dtype of parameters
     kernel_implementation: str = "auto"  # "xla" | "pallas" | "auto" (Pallas on GPU)
     kernel_interpret: bool = False  # run Pallas kernels in interpret mode (CPU tests)
+    remat: bool = False  # rematerialise each decoder layer in the backward pass (training)
 
     def __post_init__(self):
         if self.num_heads % self.num_kv_heads:

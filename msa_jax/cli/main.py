@@ -22,10 +22,10 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 from msa_jax.cli import common
-from msa_jax.cli.commands import ask, convert, demo, encode, generate, info, init
+from msa_jax.cli.commands import ask, convert, demo, encode, generate, info, init, train
 
 PROG = "msa-jax"
-COMMANDS = {m.NAME: m for m in (demo, init, convert, generate, encode, ask, info)}
+COMMANDS = {m.NAME: m for m in (demo, init, convert, generate, encode, ask, info, train)}
 HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull")
 
 

@@ -4,7 +4,8 @@
 - `make_needle_task`: documents plus questions whose answer is stated in exactly one document
   (hops=1) or needs two chained documents (hops=2); queries carry `reference_ids` and `answers`,
   so a model can be trained to return the document ids (docs/msa.md §5-§6) and routing recall
-  can be measured.
+  can be measured; optionally restricted to a set of persons (a split by entity) and with hard
+  negatives (documents whose key differs from a needle's in one part).
 - `synthetic_token_corpus`: a stream of token-id documents of a given total size, for
   memory-scale benchmarks, never held in memory all at once.
 
@@ -121,7 +122,8 @@ def make_corpus(num_docs: int, doc_len_range: tuple[int, int] = (2, 6),
 
 def make_needle_task(num_docs: int, num_queries: int, seed: int = 0, hops: int = 1,
                      facts_per_doc: tuple[int, int] = (2, 5),
-                     relation_fraction: float = 0.25) -> tuple[list[Document], list[Query]]:
+                     relation_fraction: float = 0.25, *, people: Sequence[int] | None = None,
+                     hard_negatives: int = 0) -> tuple[list[Document], list[Query]]:
     """Fact documents and questions over them.
 
     Every fact subject, (adjective, noun, person) or (relation, person), is stated once in the
@@ -132,12 +134,28 @@ def make_needle_task(num_docs: int, num_queries: int, seed: int = 0, hops: int =
       reference_ids are both, in chain order.
     Each needle sits in its own document (so num_queries * hops <= num_docs) at a random place
     among distractor facts; a fraction `relation_fraction` of distractors are relation facts.
+
+    people: the persons the corpus may name (flat indices into `PERSON_SHAPE`, see
+    `person_index`); None = all 21504. Every subject and every named object comes from it, so
+    disjoint sets give corpora that share no entity (a train / evaluation split by entity).
+    hard_negatives: per needle fact (each hop), that many extra one-fact documents whose key
+    differs from the needle's in exactly one part (adjective, noun or relation, first name,
+    initial, last name; in turn, skipping parts without an unused variant among `people`), with
+    their own values: "The lucky boat of Lena K. Sato" vs "The lucky boat of Lena T. Sato" or
+    "The lucky coat of Lena K. Sato". They are appended after the `num_docs` documents: the
+    j-th hard negative of query q, hop h has id `num_docs + (q * hops + h) * hard_negatives + j`.
+    Their keys are
+    stated nowhere else, so every answer keeps exactly one source. With the defaults the output
+    is the same as without these arguments.
     """
     if hops not in (1, 2):
         raise ValueError(f"hops must be 1 or 2, got {hops}")
     if num_queries * hops > num_docs:
         raise ValueError(f"{num_queries} queries x {hops} hops need at least "
                          f"{num_queries * hops} documents, got {num_docs}")
+    allowed = _allowed_people(people)
+    if hard_negatives < 0:
+        raise ValueError(f"hard_negatives must be >= 0, got {hard_negatives}")
     rng = np.random.default_rng(seed)
     counts = _lengths(rng, num_docs, facts_per_doc)  # facts per document
     starts = np.cumsum(counts) - counts  # each document's first fact slot
@@ -149,14 +167,14 @@ def make_needle_task(num_docs: int, num_queries: int, seed: int = 0, hops: int =
     if hops == 2:
         is_relation[needle_slots[:, 0]] = True  # the first hop names the bridge person
     num_relations = int(is_relation.sum())
-    attr_keys = iter(_unique_keys(rng, total - num_relations, _ATTRIBUTE_SHAPE, "attribute"))
-    rel_keys = iter(_unique_keys(rng, num_relations, _RELATION_SHAPE, "relation"))
+    attr_keys = iter(_person_keys(rng, total - num_relations, _ATTRIBUTE_SHAPE[:2], allowed,
+                                  "attribute"))
+    rel_keys = iter(_person_keys(rng, num_relations, _RELATION_SHAPE[:1], allowed, "relation"))
     kinds = is_relation.tolist()
     keys = [next(rel_keys) if r else next(attr_keys) for r in kinds]
     values = rng.integers(len(VALUES), size=total).tolist()
-    people = np.stack(np.unravel_index(rng.integers(int(np.prod(_PERSON_SHAPE)), size=total),
-                                       _PERSON_SHAPE), axis=1).tolist()
-    objects = [_name(*p) if r else VALUES[v] for r, v, p in zip(kinds, values, people)]
+    named = _persons(allowed[rng.integers(len(allowed), size=total)])
+    objects = [_name(*p) if r else VALUES[v] for r, v, p in zip(kinds, values, named)]
 
     queries = []
     for q, (doc_row, slot_row) in enumerate(zip(needle_docs.tolist(), needle_slots.tolist())):
@@ -173,7 +191,80 @@ def make_needle_task(num_docs: int, num_queries: int, seed: int = 0, hops: int =
              for r, k, o in zip(kinds, keys, objects)]
     documents = [Document(str(i), text=" ".join(facts[s:s + n]))
                  for i, (s, n) in enumerate(zip(starts.tolist(), counts.tolist()))]
+    if hard_negatives:
+        used, ok = set(map(tuple, keys)), set(allowed.tolist())
+        slots = needle_slots.reshape(-1).tolist()  # (query, hop) order
+        negatives = [_hard_negative(rng, keys[s], kinds[s], j, allowed, ok, used)
+                     for s in slots for j in range(hard_negatives)]
+        documents += [Document(str(num_docs + i), text=text) for i, text in enumerate(negatives)]
     return documents, queries
+
+
+PERSON_SHAPE = _PERSON_SHAPE  # (first names, initials, last names)
+
+
+_NAME_INDEX = tuple({name: i for i, name in enumerate(names)}
+                    for names in (FIRST_NAMES, INITIALS, LAST_NAMES))
+
+
+def _flat_person(first: int, initial: int, last: int) -> int:
+    return (first * _PERSON_SHAPE[1] + initial) * _PERSON_SHAPE[2] + last
+
+
+def person_index(name: str) -> int:
+    """Flat index of a person named "First I. Last" (the inverse of the names facts use)."""
+    try:
+        first, initial, last = name.split(" ")
+        return _flat_person(_NAME_INDEX[0][first], _NAME_INDEX[1][initial.rstrip(".")],
+                            _NAME_INDEX[2][last])
+    except (KeyError, ValueError):
+        raise ValueError(f"{name!r} is not a synthetic person name (First I. Last)") from None
+
+
+def _allowed_people(people: Sequence[int] | None) -> np.ndarray:
+    space = int(np.prod(_PERSON_SHAPE))
+    if people is None:
+        return np.arange(space)
+    allowed = np.asarray(people, dtype=np.int64).reshape(-1)
+    if allowed.size == 0 or allowed.min() < 0 or allowed.max() >= space:
+        raise ValueError(f"people must be a non-empty set of person indices in [0, {space})")
+    return allowed
+
+
+def _persons(flat: np.ndarray) -> list[list[int]]:
+    return np.stack(np.unravel_index(flat, _PERSON_SHAPE), axis=1).tolist()
+
+
+def _person_keys(rng: np.random.Generator, count: int, head: tuple[int, ...],
+                 allowed: np.ndarray, what: str) -> list[list[int]]:
+    """`count` distinct keys (head indices..., first, initial, last) over the allowed people."""
+    keys = _unique_keys(rng, count, head + (len(allowed),), what)
+    flat = allowed[np.asarray([k[-1] for k in keys], dtype=np.int64)]
+    return [k[:-1] + p for k, p in zip(keys, _persons(flat))]
+
+
+def _hard_negative(rng: np.random.Generator, key: Sequence[int], is_relation: bool, j: int,
+                   allowed: np.ndarray, ok: set, used: set) -> str:
+    """A fact whose key is `key` with exactly one part changed: part j % len(key) if it has an
+    unused variant among the allowed people, else the next part that has one."""
+    shape = (_RELATION_SHAPE if is_relation else _ATTRIBUTE_SHAPE)
+    for step in range(len(key)):
+        part = (j + step) % len(key)
+        candidates = []
+        for value in range(shape[part]):
+            new = list(key)
+            new[part] = value
+            if value != key[part] and tuple(new) not in used and \
+                    _flat_person(*new[-3:]) in ok:
+                candidates.append(new)
+        if candidates:
+            new = candidates[int(rng.integers(len(candidates)))]
+            used.add(tuple(new))
+            if is_relation:
+                other = _name(*_persons(allowed[rng.integers(len(allowed), size=1)])[0])
+                return _relation_fact(new, other)
+            return _attribute_fact(new, VALUES[int(rng.integers(len(VALUES)))])
+    raise ValueError(f"no unused hard negative for the key {list(key)} among the allowed people")
 
 
 def synthetic_token_corpus(total_tokens: int, doc_len: int | tuple[int, int] = 512,

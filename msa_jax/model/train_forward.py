@@ -84,6 +84,11 @@ def train_forward(cfg: ModelConfig, params, batch: TrainBatch, num_docs: int) ->
         jnp.where(roles > 0, roles, -1)[:, None], batch.positions[:, None], msa.pooling_size,
         offset)[:, 0]  # [B, L]
     kw = kernel_kwargs(cfg)
+    # In-sample document scores go through the XLA routing reference on every backend: the
+    # routing loss differentiates them (the Pallas routing scan has no VJP; it serves large
+    # memories at inference) and a sample's few documents make them cheap. The attention kernels
+    # keep cfg's implementation (Pallas with its VJPs on GPU).
+    score_cfg = cfg.replace(kernel_implementation="xla", kernel_interpret=False)
 
     def attend(i: int, p: Projections):
         o = document_attention(p.q, p.k, p.v, segment, **kw)  # [B, L, N, H]
@@ -92,7 +97,7 @@ def train_forward(cfg: ModelConfig, params, batch: TrainBatch, num_docs: int) ->
         pool = jax.vmap(lambda x, ids: pool_chunks(x[None], ids[None], c))
         kr, k, v = pool(p.kr, chunk_ids), pool(p.k, chunk_ids), pool(p.v, chunk_ids)  # [B,C,K,H]
         scores = jax.vmap(lambda qr, m, routing_keys, cd: document_scores(
-            cfg, qr[None], m[None], routing_keys, cd, num_docs + 1, msa.training_cosine)[0])(
+            score_cfg, qr[None], m[None], routing_keys, cd, num_docs + 1, msa.training_cosine)[0])(
             p.qr, routing_mask, kr, chunk_doc)  # [B, M + 1]
         ids, _, valid = select_documents(scores, msa.top_k_docs)  # [B, k]
         chosen = (chunk_doc[:, :, None] == jnp.where(valid, ids, -2)[:, None, :]).any(-1)

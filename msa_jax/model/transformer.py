@@ -115,7 +115,10 @@ class Transformer(nn.Module):
     def setup(self):
         c, kw = self.cfg, _dtypes(self.cfg)
         self.embed_tokens = Embed(c.vocab_size, c.hidden_size, **kw)
-        self.layers = [DecoderLayer(c, i) for i in range(c.num_layers)]
+        # remat: each layer's activations are recomputed in the backward pass instead of stored
+        # (argument 3 of DecoderLayer.__call__, counting self, is the `attend` callable: static)
+        layer = nn.remat(DecoderLayer, static_argnums=(3,)) if c.remat else DecoderLayer
+        self.layers = [layer(c, i) for i in range(c.num_layers)]
         self.norm = RMSNorm(c.rms_norm_eps, param_dtype=kw["param_dtype"])
         if not c.tie_word_embeddings:
             self.lm_head = Einsum((c.hidden_size, c.vocab_size), ("embed", "vocab"),

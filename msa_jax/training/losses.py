@@ -9,6 +9,7 @@ from msa_jax.config import ModelConfig
 
 Array = jax.Array
 IGNORE = -100
+METHODS = ("INFONCE_DECOUPLE", "INFONCE", "BCE")  # routing-loss variants
 
 
 def lm_loss(logits: Array, labels: Array) -> Array:
@@ -29,6 +30,8 @@ def routing_loss_terms(scores: Array, doc_labels: Array, temperature: float,
     INFONCE_DECOUPLE (paper Eq. 5): each positive competes only with the negatives,
     -log(e^{s_i/t} / (e^{s_i/t} + sum_neg e^{s_j/t})), averaged over the positives.
     INFONCE: each positive against every present document (positives included).
+    BCE: every present document is a binary decision on the logit s/t (positive: -log sigmoid,
+    negative: -log(1 - sigmoid)), averaged over the present documents.
     Returns (loss [B], defined [B]: the sample has a positive).
     """
     present = jnp.isfinite(scores)
@@ -40,9 +43,14 @@ def routing_loss_terms(scores: Array, doc_labels: Array, temperature: float,
         denom = jnp.logaddexp(z, lse_neg)
     elif method == "INFONCE":
         denom = jax.nn.logsumexp(z, axis=-1, keepdims=True)
+    elif method == "BCE":
+        zf = jnp.where(present, z, 0.0)
+        bce = jnp.where(pos, jax.nn.softplus(-zf), jax.nn.softplus(zf))  # -log sigmoid(+-z)
+        n = present.sum(-1)
+        per_doc = jnp.where(present, bce, 0.0).sum(-1) / jnp.maximum(n, 1)
+        return per_doc, pos.sum(-1) > 0
     else:
-        raise ValueError(f"aux_loss_method {method!r} is not implemented (INFONCE, "
-                         "INFONCE_DECOUPLE)")
+        raise ValueError(f"aux_loss_method {method!r} is not implemented ({', '.join(METHODS)})")
     per = jnp.where(pos, denom - z, 0.0)  # -log softmax of each positive
     n_pos = pos.sum(-1)
     return per.sum(-1) / jnp.maximum(n_pos, 1), n_pos > 0

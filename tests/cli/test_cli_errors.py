@@ -11,7 +11,7 @@ import pytest
 import msa_jax
 from msa_jax.cli import main as cli_main
 
-COMMANDS = ["demo", "init", "convert", "generate", "encode", "ask", "info"]
+COMMANDS = ["demo", "init", "convert", "generate", "encode", "ask", "info", "train"]
 
 
 def call(capsys, *args):

@@ -312,8 +312,8 @@ class Fixture:
         return {f"decode_extras/{k}": v for k, v in out.items()}
 
     # -- training forward ------------------------------------------------------------------------
-    def train(self) -> dict[str, np.ndarray]:
-        cfg, params = self.train_model()
+    def train_batch(self) -> tuple[TrainBatch, int]:
+        """The fixture's training batch and its M (documents per sample)."""
         t = self.inputs["train"]
         labels = t["batch_aux_labels"]
         m = max(len(x) for x in labels)
@@ -321,8 +321,12 @@ class Fixture:
         for b, x in enumerate(labels):
             doc_labels[b, :len(x)] = x
         arr = lambda k: jnp.asarray(t[k], jnp.int32)  # noqa: E731
-        batch = TrainBatch(arr("input_ids"), arr("position_ids"), arr("doc_ids"),
-                           arr("attention_mask"), arr("labels"), jnp.asarray(doc_labels))
+        return TrainBatch(arr("input_ids"), arr("position_ids"), arr("doc_ids"),
+                          arr("attention_mask"), arr("labels"), jnp.asarray(doc_labels)), m
+
+    def train(self) -> dict[str, np.ndarray]:
+        cfg, params = self.train_model()
+        batch, m = self.train_batch()
         outputs = _train(cfg, params, batch, m)
         lm = lm_loss(logits_of(cfg, params, outputs.hidden), batch.labels)
         aux = routing_loss(cfg, outputs.doc_scores, batch.doc_labels)

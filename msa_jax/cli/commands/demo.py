@@ -29,14 +29,14 @@ RANDOM_NOTE = ("NOTE: the model is RANDOMLY INITIALISED: its text is gibberish a
                "pipeline, the routing output, timings and memory costs.")
 
 
-def default_config_path() -> str:
-    """configs/demo.py of the repository (a checkout or an editable install), else the copy a wheel
-    installs as msa_jax/configs/demo.py (setup.py)."""
+def default_config_path(name: str = "demo.py") -> str:
+    """configs/NAME of the repository (a checkout or an editable install), else the copy a wheel
+    installs as msa_jax/configs/NAME (setup.py)."""
     for root in (common.REPO_ROOT, common.PACKAGE_ROOT):
-        path = os.path.join(root, "configs", "demo.py")
+        path = os.path.join(root, "configs", name)
         if os.path.exists(path):
             return path
-    return os.path.join("configs", "demo.py")
+    return os.path.join("configs", name)
 
 
 def define_flags(fv: flags.FlagValues, argv):

@@ -1,0 +1,157 @@
+"""Train an MSA model (optax + grain + orbax): resumes automatically from --workdir.
+
+--config is a recipe (configs/train_tiny.py): model, optim (the paper's two phases), data (the
+synthetic retrieval task and the pipeline), eval (router recall among a large held-out memory),
+train (loop settings); override any key with --config.section.key=VALUE. Without --init_from the
+model is the recipe's preset with random weights and the byte tokenizer; --init_from=DIR starts
+from a converted Qwen3 checkpoint (upgraded to MSA with the recipe's router settings) or an MSA
+one. Checkpoints go to WORKDIR/checkpoints, metrics to WORKDIR/metrics.jsonl and
+WORKDIR/tensorboard, and the final params to WORKDIR/export (Hugging Face layout, loadable by
+`encode`, `ask`, `demo` and `from_pretrained`). Run the same command again to resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from absl import flags
+
+from msa_jax.cli import common
+
+NAME = "train"
+SUMMARY = "train an MSA model from a recipe config (resumes from --workdir)"
+USAGE = ("--config=configs/train_tiny.py --workdir=DIR [--config.section.key=VALUE ...] "
+         "[--init_from=DIR] [--steps=N] [--noprogress]")
+
+
+def define_flags(fv: flags.FlagValues, argv):
+    flags.DEFINE_string("workdir", None, "Work directory: checkpoints, metrics, export; an "
+                        "existing one is resumed.", flag_values=fv)
+    flags.mark_flag_as_required("workdir", flag_values=fv)
+    flags.DEFINE_string("init_from", None, "Start from this checkpoint folder (Qwen3 or MSA, "
+                        "Hugging Face layout) instead of random weights.", flag_values=fv)
+    flags.DEFINE_integer("steps", None, "Stop after this many more steps (default: the whole "
+                         "schedule).", lower_bound=1, flag_values=fv)
+    flags.DEFINE_boolean("progress", True, "Show a progress bar.", flag_values=fv)
+    from msa_jax.cli.commands.demo import default_config_path
+
+    common.define_config_flag(fv, argv, default_config_path("train_tiny.py"),
+                              "a training recipe; default: configs/train_tiny.py")
+
+
+def _section(config, name: str):
+    if name not in config:
+        raise common.UsageError(f"--config has no {name!r} section (see configs/train_tiny.py)")
+    return config[name]
+
+
+def _phase(c, name: str):
+    from msa_jax.training.optim import Phase
+
+    fields = {f.name for f in dataclasses.fields(Phase)} - {"name"}
+    unknown = sorted(set(c.keys()) - fields)
+    if unknown:
+        raise common.UsageError(f"--config.optim.{name} has unknown keys {unknown}")
+    return Phase(name=name, **{k: c[k] for k in c.keys()})
+
+
+def optim_config(config):
+    from msa_jax.training.optim import OptimConfig
+
+    o = _section(config, "optim")
+    phases = tuple(_phase(o[n], n) for n in ("warmup", "main") if n in o and o[n].steps > 0)
+    return OptimConfig(phases=phases, weight_decay=o.weight_decay, clip_norm=o.clip_norm,
+                       accumulate_steps=o.accumulate_steps, freeze=o.freeze)
+
+
+def model_and_tokenizer(config, init_from: str | None):
+    """(ModelConfig, params or None (random), tokenizer) from the recipe's model section."""
+    import msa_jax
+    from msa_jax.config import MSAConfig
+
+    m = _section(config, "model")
+    policy = dict(dtype=m.dtype, param_dtype=m.param_dtype,
+                  kernel_implementation=m.kernel_implementation, remat=m.remat)
+    msa_keys = dict(top_k_docs=m.top_k_docs, aux_loss_method=m.aux_loss_method,
+                    inference_score_mode=m.inference_score_mode)
+    if init_from:
+        common.require_dir(init_from, "--init_from checkpoint")
+        base = msa_jax.from_pretrained(init_from)
+        msa = base.cfg.msa or MSAConfig(router_layers=tuple(range(base.cfg.num_layers // 2,
+                                                                   base.cfg.num_layers)))
+        if base.cfg.msa is None:  # a plain Qwen3 checkpoint: upgrade it to MSA
+            base = msa_jax.from_pretrained(init_from, msa=msa)
+        cfg = base.cfg.replace(msa=dataclasses.replace(base.cfg.msa, **msa_keys), **policy)
+        params = base.params
+        tok = base.tokenizer
+        if tok is None:
+            raise ValueError(f"--init_from {init_from}: no tokenizer files beside the weights")
+    else:
+        cfg = msa_jax.preset(m.preset, vocab_size=m.vocab_size, **policy)
+        if not cfg.is_msa:
+            raise common.UsageError(f"--config.model.preset={m.preset!r} has no MSA router "
+                                    "layers; pick an MSA preset (e.g. tiny-msa)")
+        cfg = cfg.replace(msa=dataclasses.replace(cfg.msa, **msa_keys))
+        cfg, tok = common.attach_byte_tokenizer(cfg)
+        if tok is None:
+            raise common.UsageError(f"--config.model.vocab_size={m.vocab_size} is smaller than "
+                                    "the byte tokenizer's 263")
+        params = None
+    return cfg, params, tok
+
+
+def build(config, workdir: str, init_from: str | None = None, show_progress: bool = True):
+    """The Trainer a recipe describes (also used by the notebook and the tests)."""
+    import jax
+
+    from msa_jax.training import evaluate, pipeline, tasks
+    from msa_jax.training.trainer import Trainer
+
+    cfg, params, tok = model_and_tokenizer(config, init_from)
+    ocfg = optim_config(config)
+    d, e, t = (_section(config, n) for n in ("data", "eval", "train"))
+    samples = tasks.make_retrieval_samples(d.num_queries, hops=d.hops,
+                                           docs_per_sample=d.docs_per_sample,
+                                           hard_negatives=d.hard_negatives, seed=d.seed)
+    pcfg = pipeline.PipelineConfig(batch_size=d.batch_size, length_buckets=d.length_buckets,
+                                   doc_buckets=d.doc_buckets, worker_count=d.worker_count,
+                                   prefetch=d.prefetch)
+
+    def data(start: int):
+        return pipeline.make_train_iterator(samples, tok, cfg, pcfg, seed=d.seed,
+                                            start_step=start,
+                                            process_index=jax.process_index(),
+                                            process_count=jax.process_count())
+
+    eval_fn = None
+    if e.every:
+        held_out = tasks.make_eval_set(e.num_queries, e.memory_docs, hops=d.hops,
+                                       hard_negatives=d.hard_negatives)
+        docs, questions = evaluate.eval_inputs(held_out, tok)
+
+        def eval_fn(cfg_, params_):
+            return evaluate.evaluate(cfg_, params_, docs, questions, e.batch_size)
+
+    return Trainer(cfg, ocfg, data, workdir, params=params, seed=t.seed,
+                   checkpoint_every=t.checkpoint_every, keep=t.keep, log_every=t.log_every,
+                   eval_every=e.every, eval_fn=eval_fn, show_progress=show_progress,
+                   tokenizer=tok, meta={"config": config.to_json()})
+
+
+def execute(fv: flags.FlagValues, config):
+    with common.Timer() as timer:
+        trainer = build(config, fv.workdir, fv.init_from, fv.progress)
+        if trainer.resumed_from is not None:
+            print(f"resuming {fv.workdir} from step {trainer.resumed_from}", flush=True)
+        start = trainer.step
+        try:
+            trainer.run(fv.steps)
+        finally:
+            trainer.close()
+    print(f"trained steps {start}..{trainer.step} of {trainer.total_steps} in "
+          f"{timer.seconds:.1f} s (JIT compilation included); checkpoints in "
+          f"{trainer.ckpt.directory}")
+    if trainer.step >= trainer.total_steps and config.train.export:
+        path = trainer.export(os.path.join(fv.workdir, "export"), overwrite=True)
+        print(f"exported the final params to {path}")
