@@ -58,3 +58,7 @@ def require_golden_dirs() -> list[str]:
 def pytest_configure(config):
     config.addinivalue_line("markers", "torch: needs torch + transformers (reference parity)")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line(
+        "markers", "single_leg: a long end-to-end check whose subject does not depend on the JAX "
+        "version (a process killed and resumed through the CLI, the default-compiler reruns, a "
+        "learning run); `make test` runs it on the Python 3.11 leg only, to keep CI in budget")

@@ -36,6 +36,7 @@ def test_settings_in_effect():
 
 
 @pytest.mark.slow
+@pytest.mark.single_leg
 def test_rerun_with_default_compiler_settings():
     if COMPILER == "default":
         pytest.skip("this is the default-settings run")

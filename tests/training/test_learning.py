@@ -6,6 +6,7 @@ loss falls. Margins, not exact numbers: a run on this CPU reaches recall@1 ~0.4 
 import dataclasses
 
 import numpy as np
+import pytest
 
 from msa_jax.config import preset
 from msa_jax.inference.memory_generate import ROUTING, QueryRow
@@ -32,6 +33,8 @@ def held_out_memory(n: int, seed: int = 99):
     return docs, questions
 
 
+@pytest.mark.slow
+@pytest.mark.single_leg
 def test_router_recall_rises_and_lm_loss_falls(tmp_path):
     def data(start):
         for i in range(start, 10 ** 9):

@@ -84,6 +84,7 @@ def cli(workdir, env):
 
 
 @pytest.mark.slow
+@pytest.mark.single_leg
 def test_cli_sigkill_then_resume_is_bit_exact(env, tmp_path):
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
     r = subprocess.run(cli(straight, env), env=env, cwd=REPO, capture_output=True, text=True,
