@@ -18,7 +18,9 @@ def _check_block(name, block):
 
 @functools.partial(
     jax.jit,
-    static_argnames=("scale", "implementation", "interpret", "block_q", "block_k", "band", "prefix"),
+    static_argnames=(
+        "scale", "implementation", "interpret", "block_q", "block_k", "band", "prefix"
+    ),
 )
 def _dispatch(q, k, v, segment_ids, *, scale, implementation, interpret, block_q, block_k, band,
               prefix):
