@@ -78,7 +78,8 @@ def test_notebook_runs(path, kernel_specs, kernel_env, tmp_path):
     km = KernelManager(kernel_name=KERNEL, kernel_spec_manager=kernel_specs)
     client = nbclient.NotebookClient(nb, km=km, timeout=TIMEOUT_S, allow_errors=False,
                                      resources={"metadata": {"path": str(tmp_path)}})
-    client.execute(env={**kernel_env, **NOTEBOOK_ENV.get(os.path.basename(path), {})})  # raises CellExecutionError naming the failing cell
+    env = {**kernel_env, **NOTEBOOK_ENV.get(os.path.basename(path), {})}
+    client.execute(env=env)  # raises CellExecutionError naming the failing cell
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
