@@ -54,6 +54,7 @@ def get_config() -> config_dict.ConfigDict:
     c.optim.main.backbone_lr_scale = 1.0
 
     c.data = config_dict.ConfigDict()
+    c.data.samples = ""  # a JSONL file of samples (docs/training_data.md); "" = the synthetic task
     c.data.num_queries = 512  # training questions (each over docs_per_sample documents)
     c.data.hops = 1
     c.data.docs_per_sample = 4

@@ -21,6 +21,7 @@ import numpy as np
 
 from msa_jax.data.corpus import Document
 from msa_jax.data.queries import Query
+from msa_jax.errors import ConfigError
 
 ADJECTIVES = ("old", "new", "secret", "favourite", "lucky", "hidden", "first", "second", "spare",
               "red", "blue", "green", "silver", "golden", "wooden", "broken", "quiet", "loud",
@@ -54,7 +55,7 @@ _RELATION_SHAPE = (len(RELATIONS),) + _PERSON_SHAPE
 def _lengths(rng: np.random.Generator, count: int, length_range: tuple[int, int]) -> np.ndarray:
     low, high = length_range
     if not 1 <= low <= high:
-        raise ValueError(f"length range must satisfy 1 <= low <= high, got {length_range}")
+        raise ConfigError(f"length range must satisfy 1 <= low <= high, got {length_range}")
     return rng.integers(low, high + 1, size=count)
 
 
@@ -77,7 +78,7 @@ def _unique_keys(rng: np.random.Generator, count: int, shape: tuple[int, ...],
     """`count` distinct index tuples into `shape` (lists of Python ints)."""
     space = int(np.prod(shape))
     if count > space:
-        raise ValueError(f"{count} {what} facts requested but only {space} distinct ones exist")
+        raise ConfigError(f"{count} {what} facts requested but only {space} distinct ones exist")
     flat = rng.choice(space, size=count, replace=False)
     return np.stack(np.unravel_index(flat, shape), axis=1).tolist()
 
@@ -102,7 +103,7 @@ def make_corpus(num_docs: int, doc_len_range: tuple[int, int] = (2, 6),
     lengths = _lengths(rng, num_docs, doc_len_range)
     if isinstance(vocab, range):
         if vocab.step != 1:
-            raise ValueError(f"a token range must have step 1, got {vocab}")
+            raise ConfigError(f"a token range must have step 1, got {vocab}")
         vocab = (vocab.start, vocab.stop)
     if vocab is None:
         texts = [" ".join(_random_fact(rng) for _ in range(n)) for n in lengths]
@@ -110,12 +111,12 @@ def make_corpus(num_docs: int, doc_len_range: tuple[int, int] = (2, 6),
     if len(vocab) == 2 and all(isinstance(v, (int, np.integer)) for v in vocab):
         low, high = map(int, vocab)
         if not 0 <= low < high:
-            raise ValueError(f"token range must satisfy 0 <= low < high, got {vocab}")
+            raise ConfigError(f"token range must satisfy 0 <= low < high, got {vocab}")
         return [Document(str(i), tokens=rng.integers(low, high, size=n).tolist())
                 for i, n in enumerate(lengths)]
     words = list(vocab)
     if not words or not all(isinstance(w, str) and w for w in words):
-        raise ValueError("vocab must be None, a (low, high) token range or non-empty words")
+        raise ConfigError("vocab must be None, a (low, high) token range or non-empty words")
     return [Document(str(i), text=" ".join(words[j] for j in rng.integers(len(words), size=n)))
             for i, n in enumerate(lengths)]
 
@@ -149,13 +150,13 @@ def make_needle_task(num_docs: int, num_queries: int, seed: int = 0, hops: int =
     is the same as without these arguments.
     """
     if hops not in (1, 2):
-        raise ValueError(f"hops must be 1 or 2, got {hops}")
+        raise ConfigError(f"hops must be 1 or 2, got {hops}")
     if num_queries * hops > num_docs:
-        raise ValueError(f"{num_queries} queries x {hops} hops need at least "
+        raise ConfigError(f"{num_queries} queries x {hops} hops need at least "
                          f"{num_queries * hops} documents, got {num_docs}")
     allowed = _allowed_people(people)
     if hard_negatives < 0:
-        raise ValueError(f"hard_negatives must be >= 0, got {hard_negatives}")
+        raise ConfigError(f"hard_negatives must be >= 0, got {hard_negatives}")
     rng = np.random.default_rng(seed)
     counts = _lengths(rng, num_docs, facts_per_doc)  # facts per document
     starts = np.cumsum(counts) - counts  # each document's first fact slot
@@ -218,7 +219,7 @@ def person_index(name: str) -> int:
         return _flat_person(_NAME_INDEX[0][first], _NAME_INDEX[1][initial.rstrip(".")],
                             _NAME_INDEX[2][last])
     except (KeyError, ValueError):
-        raise ValueError(f"{name!r} is not a synthetic person name (First I. Last)") from None
+        raise ConfigError(f"{name!r} is not a synthetic person name (First I. Last)") from None
 
 
 def _allowed_people(people: Sequence[int] | None) -> np.ndarray:
@@ -227,7 +228,7 @@ def _allowed_people(people: Sequence[int] | None) -> np.ndarray:
         return np.arange(space)
     allowed = np.asarray(people, dtype=np.int64).reshape(-1)
     if allowed.size == 0 or allowed.min() < 0 or allowed.max() >= space:
-        raise ValueError(f"people must be a non-empty set of person indices in [0, {space})")
+        raise ConfigError(f"people must be a non-empty set of person indices in [0, {space})")
     return allowed
 
 
@@ -264,7 +265,7 @@ def _hard_negative(rng: np.random.Generator, key: Sequence[int], is_relation: bo
                 other = _name(*_persons(allowed[rng.integers(len(allowed), size=1)])[0])
                 return _relation_fact(new, other)
             return _attribute_fact(new, VALUES[int(rng.integers(len(VALUES)))])
-    raise ValueError(f"no unused hard negative for the key {list(key)} among the allowed people")
+    raise ConfigError(f"no unused hard negative for the key {list(key)} among the allowed people")
 
 
 def synthetic_token_corpus(total_tokens: int, doc_len: int | tuple[int, int] = 512,
@@ -277,9 +278,9 @@ def synthetic_token_corpus(total_tokens: int, doc_len: int | tuple[int, int] = 5
     Only one document exists at a time, so 10M-token benchmarks cost no corpus memory.
     """
     if total_tokens < 1:
-        raise ValueError(f"total_tokens must be positive, got {total_tokens}")
+        raise ConfigError(f"total_tokens must be positive, got {total_tokens}")
     if not 0 <= low < vocab_size:
-        raise ValueError(f"need 0 <= low < vocab_size, got low={low}, vocab_size={vocab_size}")
+        raise ConfigError(f"need 0 <= low < vocab_size, got low={low}, vocab_size={vocab_size}")
     length_range = (doc_len, doc_len) if isinstance(doc_len, (int, np.integer)) else doc_len
     rng = np.random.default_rng(seed)
     remaining, index = int(total_tokens), 0

@@ -24,13 +24,10 @@ import orbax.checkpoint as ocp
 
 from msa_jax.config import ModelConfig
 from msa_jax.convert import save_pretrained
+from msa_jax.errors import CheckpointError, ConfigError
 from msa_jax.training.step import TrainState
 
 STATE, META = "state", "meta"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be resumed (another model, missing items)."""
 
 
 def _abstract(state: TrainState):
@@ -49,7 +46,7 @@ class Checkpoints:
 
     def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
         if keep < 1:
-            raise CheckpointError(f"checkpoint.keep must be >= 1, got {keep}")
+            raise ConfigError(f"train.keep must be >= 1, got {keep}")
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                enable_async_checkpointing=async_save)

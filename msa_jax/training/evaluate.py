@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from msa_jax.config import ModelConfig
+from msa_jax.errors import InputError
 from msa_jax.inference.generate import bucket, left_pad, prompt_positions
 from msa_jax.inference.interleave import PromptTemplate, question_row
 from msa_jax.inference.memory_generate import ROUTING, QueryRow
@@ -62,7 +63,7 @@ def memory_recall(cfg: ModelConfig, params, questions: Sequence[EvalQuestion],
     slot = {d: s for s, d in enumerate(bank.doc_ids)}
     missing = [q.target for q in questions if q.target not in slot]
     if missing:
-        raise ValueError(f"eval question targets {missing[:3]} are not in the memory bank")
+        raise InputError(f"eval question targets {missing[:3]} are not in the memory bank")
     view = bank.view()
     pk, pv = jnp.asarray(bank.prefix_k), jnp.asarray(bank.prefix_v)
     ranks = [[] for _ in cfg.msa.router_layers]

@@ -6,10 +6,17 @@ import jax
 import jax.numpy as jnp
 
 from msa_jax.config import ModelConfig
+from msa_jax.errors import ConfigError
 
 Array = jax.Array
 IGNORE = -100
 METHODS = ("INFONCE_DECOUPLE", "INFONCE", "BCE")  # routing-loss variants
+
+
+def check_method(method: str) -> None:
+    """ConfigError naming `method` unless it is one of `METHODS`."""
+    if method not in METHODS:
+        raise ConfigError(f"aux_loss_method {method!r} is not implemented ({', '.join(METHODS)})")
 
 
 def lm_loss(logits: Array, labels: Array) -> Array:
@@ -50,7 +57,7 @@ def routing_loss_terms(scores: Array, doc_labels: Array, temperature: float,
         per_doc = jnp.where(present, bce, 0.0).sum(-1) / jnp.maximum(n, 1)
         return per_doc, pos.sum(-1) > 0
     else:
-        raise ValueError(f"aux_loss_method {method!r} is not implemented ({', '.join(METHODS)})")
+        check_method(method)  # raises: not one of METHODS
     per = jnp.where(pos, denom - z, 0.0)  # -log softmax of each positive
     n_pos = pos.sum(-1)
     return per.sum(-1) / jnp.maximum(n_pos, 1), n_pos > 0

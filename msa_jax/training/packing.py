@@ -34,6 +34,7 @@ from typing import Sequence
 
 import numpy as np
 
+from msa_jax.errors import ConfigError, LayoutError
 from msa_jax.inference.interleave import PromptTemplate, question_row
 from msa_jax.training.losses import IGNORE
 from msa_jax.training.samples import Sample, SampleError, retrieval_target
@@ -106,7 +107,7 @@ class Buckets:
         for name in ("lengths", "num_docs"):
             values = tuple(int(v) for v in getattr(self, name))
             if not values or list(values) != sorted(set(values)) or values[0] < 1:
-                raise ValueError(f"Buckets.{name} must be positive, ascending and unique, got "
+                raise ConfigError(f"Buckets.{name} must be positive, ascending and unique, got "
                                  f"{getattr(self, name)}")
             object.__setattr__(self, name, values)
 
@@ -166,7 +167,7 @@ def pack_batch(samples: Sequence[TokenizedSample], head: Sequence[int], query_of
     """
     b = len(samples) if rows is None else rows
     if b < len(samples):
-        raise ValueError(f"rows={rows} cannot hold {len(samples)} samples")
+        raise LayoutError(f"rows={rows} cannot hold {len(samples)} samples")
     out = {k: np.zeros((b, length), np.int32) for k in ("tokens", "positions", "roles", "mask")}
     out["tokens"][:] = pad_id
     out["labels"] = np.full((b, length), IGNORE, np.int32)

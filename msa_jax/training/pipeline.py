@@ -35,6 +35,7 @@ import grain
 import numpy as np
 
 from msa_jax.config import ModelConfig
+from msa_jax.errors import ConfigError
 from msa_jax.inference.interleave import PromptTemplate
 from msa_jax.training.packing import (Buckets, TokenizedSample, check_sample, pack_batch,
                                       tokenize_sample)
@@ -59,10 +60,10 @@ class PipelineConfig:
     def __post_init__(self):
         for name in ("batch_size",):
             if getattr(self, name) < 1:
-                raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("worker_count", "prefetch"):
             if getattr(self, name) < 0:
-                raise ValueError(f"data.{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"data.{name} must be >= 0, got {getattr(self, name)}")
         object.__setattr__(self, "length_buckets", tuple(self.length_buckets))
         object.__setattr__(self, "doc_buckets", tuple(self.doc_buckets))
 
@@ -74,7 +75,7 @@ class PipelineConfig:
 def _head(cfg: ModelConfig) -> tuple[int, ...]:
     head = tuple(cfg.msa.prefix_token_ids)
     if not head:
-        raise ValueError("cfg.msa.prefix_token_ids is empty: set it to the token ids of the "
+        raise ConfigError("cfg.msa.prefix_token_ids is empty: set it to the token ids of the "
                          "template prefix (PromptTemplate.prefix) that inference uses")
     return head
 
@@ -95,13 +96,13 @@ class StepBatches:
                  process_index: int = 0, process_count: int = 1,
                  template: PromptTemplate = PromptTemplate()):
         if not 0 <= process_index < process_count:
-            raise ValueError(f"process_index {process_index} is not in [0, process_count="
+            raise ConfigError(f"process_index {process_index} is not in [0, process_count="
                              f"{process_count})")
         if data.batch_size % process_count:
-            raise ValueError(f"data.batch_size {data.batch_size} is not divisible by "
+            raise ConfigError(f"data.batch_size {data.batch_size} is not divisible by "
                              f"process_count {process_count}")
         if not 0 <= seed < 2 ** 32:
-            raise ValueError(f"seed must be in [0, 2**32), got {seed}")
+            raise ConfigError(f"seed must be in [0, 2**32), got {seed}")
         self.samples = _as_samples(source)
         self.tokenizer, self.template, self.data, self.seed = tokenizer, template, data, seed
         self.head, self.query_offset = _head(cfg), cfg.msa.query_offset
@@ -157,9 +158,16 @@ def make_train_iterator(source: Sequence[Sample] | str | os.PathLike, tokenizer,
                         template: PromptTemplate = PromptTemplate()) -> grain.DatasetIterator:
     """The endless iterator of this process's batches from `start_step` on (see the module
     docstring). Close it (`it.close()`, where available) to stop grain's workers early."""
-    if start_step < 0:
-        raise ValueError(f"start_step must be >= 0, got {start_step}")
     fn = StepBatches(source, tokenizer, cfg, data, seed, process_index, process_count, template)
+    return batch_iterator(fn, start_step)
+
+
+def batch_iterator(fn: StepBatches, start_step: int = 0) -> grain.DatasetIterator:
+    """`make_train_iterator` of an existing `StepBatches` (its samples already checked): the
+    endless iterator of `fn(step)` from `start_step` on, with `fn.data`'s prefetch and workers."""
+    if start_step < 0:
+        raise ConfigError(f"start_step must be >= 0, got {start_step}")
+    data = fn.data
     ds = grain.MapDataset.range(start_step, _LAST_STEP).map(fn)
     read = grain.ReadOptions(num_threads=1, prefetch_buffer_size=max(data.prefetch, 1))
     ds = ds.to_iter_dataset(read)

@@ -29,12 +29,14 @@ from typing import Any, Iterable, Sequence
 
 from msa_jax.data.corpus import Document, document_from_record
 from msa_jax.data.records import CorpusError, iter_jsonl, require_exists
+from msa_jax.errors import InputError
 from msa_jax.inference.interleave import PromptTemplate
 from msa_jax.utils import atomic_write_bytes
 
 
-class SampleError(ValueError):
-    """A training sample that cannot be used; the message names the sample (and file, line)."""
+class SampleError(InputError):
+    """A training sample that cannot be used; the message names the sample (and file, line).
+    An `msa_jax.errors.MSAError`: bad input, reported by `msa-jax train` in one line (exit 1)."""
 
 
 @dataclasses.dataclass(frozen=True)

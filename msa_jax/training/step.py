@@ -24,6 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from msa_jax import sharding
 from msa_jax.config import ModelConfig
+from msa_jax.errors import InputError
 from msa_jax.model.decode import logits_of
 from msa_jax.model.params import param_shardings
 from msa_jax.model.train_forward import TrainBatch, train_forward
@@ -134,11 +135,11 @@ def shard_batch(mesh: Mesh, batch: Mapping[str, np.ndarray]) -> TrainBatch:
     fields = {}
     for name in BATCH_FIELDS:
         if name not in batch:
-            raise ValueError(f"batch lacks field {name!r} (has {sorted(batch)})")
+            raise InputError(f"batch lacks field {name!r} (has {sorted(batch)})")
         x = np.asarray(batch[name], np.int32)
         rows = x.shape[0] * jax.process_count()
         if rows % n:
-            raise ValueError(f"batch field {name!r}: {rows} global rows do not split over "
+            raise InputError(f"batch field {name!r}: {rows} global rows do not split over "
                              f"{n} data-parallel devices")
         fields[name] = jax.make_array_from_process_local_data(s, x)
     return TrainBatch(**fields)

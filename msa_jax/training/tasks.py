@@ -28,6 +28,7 @@ import numpy as np
 from msa_jax.data.corpus import Document
 from msa_jax.data.queries import Query
 from msa_jax.data.synthetic import PERSON_SHAPE, make_needle_task, person_index
+from msa_jax.errors import ConfigError
 from msa_jax.inference.interleave import PromptTemplate
 from msa_jax.training.samples import Sample, SampleError, retrieval_target
 
@@ -44,7 +45,7 @@ class EntitySplit:
 
     def __post_init__(self):
         if not 0.0 < self.eval_fraction < 1.0:
-            raise ValueError(f"EntitySplit.eval_fraction must be in (0, 1), got "
+            raise ConfigError(f"EntitySplit.eval_fraction must be in (0, 1), got "
                              f"{self.eval_fraction}")
 
     def people(self, split: str) -> np.ndarray:
@@ -55,7 +56,7 @@ class EntitySplit:
             return np.sort(order[:n_eval])
         if split == "train":
             return np.sort(order[n_eval:])
-        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+        raise ConfigError(f"split must be 'train' or 'eval', got {split!r}")
 
 
 def _texts(sample: Sample) -> list[str]:
@@ -108,10 +109,10 @@ def _samples(documents: list[Document], queries: list[Query], corpus_docs: int, 
         negatives = [str(corpus_docs + q * per_query + j) for j in range(per_query)]
         n_distract = docs_per_sample - len(chain) - len(negatives)
         if n_distract < 0:
-            raise ValueError(f"docs_per_sample={docs_per_sample} cannot hold a chain of {hops} "
+            raise ConfigError(f"docs_per_sample={docs_per_sample} cannot hold a chain of {hops} "
                              f"documents and {len(negatives)} hard negatives")
         if n_distract > corpus_docs - len(chain):
-            raise ValueError(f"a corpus of {corpus_docs} documents has too few distractors for "
+            raise ConfigError(f"a corpus of {corpus_docs} documents has too few distractors for "
                              f"docs_per_sample={docs_per_sample}")
         rng = np.random.default_rng([seed, q])
         drawn = rng.choice(corpus_docs, size=n_distract + len(chain), replace=False)
@@ -134,7 +135,7 @@ def make_retrieval_samples(num_queries: int, *, hops: int = 1, docs_per_sample: 
     The same arguments always give the same samples.
     """
     if docs_per_sample < 1:
-        raise ValueError(f"docs_per_sample must be >= 1, got {docs_per_sample}")
+        raise ConfigError(f"docs_per_sample must be >= 1, got {docs_per_sample}")
     corpus_docs = num_queries * hops + docs_per_sample if corpus_docs is None else corpus_docs
     documents, queries = make_needle_task(corpus_docs, num_queries, seed=seed, hops=hops,
                                           people=entities.people(split),

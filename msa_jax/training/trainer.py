@@ -27,6 +27,7 @@ import jax
 import numpy as np
 
 from msa_jax.config import ModelConfig
+from msa_jax.errors import ConfigError
 from msa_jax.model.params import init_params
 from msa_jax.training import optim
 from msa_jax.training.checkpoint import Checkpoints, config_fingerprint, export
@@ -48,11 +49,11 @@ class Trainer:
                  tensorboard: bool = True, async_save: bool = True, tokenizer=None,
                  meta: Mapping | None = None):
         if not cfg.is_msa or not cfg.msa.router_layers:
-            raise ValueError("training needs an MSA model config with router layers "
+            raise ConfigError("training needs an MSA model config with router layers "
                              "(model.msa.router_layers)")
         for name, value in (("checkpoint_every", checkpoint_every), ("log_every", log_every)):
             if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+                raise ConfigError(f"{name} must be >= 1, got {value}")
         self.cfg, self.ocfg, self.data, self.workdir = cfg, ocfg, data, workdir
         self.mesh = mesh if mesh is not None else data_mesh()
         self.tx = optim.make_optimizer(ocfg)
@@ -129,7 +130,7 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         if self.eval_fn is None:
-            raise ValueError("this trainer has no eval_fn")
+            raise ConfigError("this trainer has no eval_fn")
         return dict(self.eval_fn(self.cfg, self.state.params))
 
     def export(self, path: str, step: int | None = None, overwrite: bool = False,

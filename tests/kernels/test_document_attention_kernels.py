@@ -125,6 +125,53 @@ class TestDocumentAttentionPallas(DocumentAttentionTestBase):
     BACKEND = "pallas"
 
 
+def banded_segments(rng, batch: int, length: int, band: int, prefix: int) -> np.ndarray:
+    """Training-row layout: an active segment (0) on the first `prefix` tokens and again after
+    the documents, documents of 1..band-1 tokens between, trailing padding; every segment spans
+    fewer than `band` tokens outside the first `prefix`."""
+    out = np.full((batch, length), -1, np.int32)
+    for b in range(batch):
+        out[b, :prefix] = 0
+        i, d, end = prefix, 1, length - band
+        while i < end:
+            n = int(rng.integers(1, band))
+            out[b, i:min(i + n, end)] = d
+            i, d = i + n, d + 1
+        out[b, end:end + band - 1 - b] = 0  # the question row, < band tokens
+    return out
+
+
+@pytest.mark.parametrize("band,prefix", [(16, 5), (32, 16), (16, 0)])
+@pytest.mark.parametrize("case", [CASES[0], CASES[1]], ids=lambda c: c.name)
+def test_banded_reference_matches_numpy(case, band, prefix):
+    """The block-banded XLA form (a static bound on segment extents) against the float64 numpy
+    oracle of the dense definition, forward and gradients (the kernel tolerance table)."""
+    rng = np.random.default_rng(3)
+    length = 90
+    seg = banded_segments(rng, case.batch, length, band, prefix)
+    q, k, v = (kt.normal(rng, (case.batch, length, n, case.head_dim), case.dtype)
+               for n in (case.heads, case.kv_heads, case.kv_heads))
+    seg = jnp.asarray(seg)
+    scale = case.head_dim**-0.5
+    banded = lambda *a: kp.document_attention(*a, seg, scale=scale, implementation="xla",
+                                              band=band, prefix=prefix)
+    visible = oracles.document_visibility(seg)
+    want = oracles.np_attention(q, k, v, visible, scale)
+    kt.assert_close(banded(q, k, v), want, case.dtype, what=f"{case.name}/band{band}")
+    weights = kt.loss_weights(np.random.default_rng(4), q.shape)
+    got = kt.grads(banded, (q, k, v), (0, 1, 2), weights)
+    ref = kt.grads(lambda *a: oracles.dense_attention(*a, jnp.asarray(visible), scale), (q, k, v),
+                   (0, 1, 2), weights)
+    for name, g, w in zip("qkv", got, ref):
+        kt.assert_close(g, w, case.dtype, grad=True, what=f"{case.name}/band{band}/d{name}")
+
+
+def test_banded_rejects_bad_band():
+    q, k, v, seg = make_inputs(CASES[0], "ragged")
+    with pytest.raises(ValueError, match="prefix in \\[0, band\\]"):
+        kp.document_attention(q, k, v, seg, scale=1.0, band=16, prefix=17)
+
+
 @pytest.mark.parametrize("doc_len", [64, 40])
 def test_cost_is_linear_in_documents(doc_len):
     """Visited (row block, key block) pairs grow linearly with the number of packed documents."""

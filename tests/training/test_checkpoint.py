@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import msa_jax
+from msa_jax.errors import CheckpointError, ConfigError
 from msa_jax.training import optim
-from msa_jax.training.checkpoint import CheckpointError, Checkpoints
+from msa_jax.training.checkpoint import Checkpoints
 from msa_jax.training.step import data_mesh
 from msa_jax.training.trainer import Trainer
 from tests.training.batches import keyed_batch
@@ -66,13 +67,13 @@ def test_no_checkpoint_to_restore_is_named(tmp_path):
 
 @pytest.mark.parametrize("kwargs,named", [(dict(checkpoint_every=0), "checkpoint_every"),
                                           (dict(log_every=0), "log_every"),
-                                          (dict(keep=0), "checkpoint.keep")])
+                                          (dict(keep=0), "train.keep")])
 def test_bad_trainer_settings_are_named(tmp_path, kwargs, named):
-    with pytest.raises(ValueError, match=named):
+    with pytest.raises(ConfigError, match=named):
         trainer(tmp_path, **kwargs)
 
 
 def test_model_without_router_layers_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="router layers"):
+    with pytest.raises(ConfigError, match="router layers"):
         trainer(tmp_path, cfg=msa_jax.preset("tiny"))
     assert not os.path.exists(tmp_path / "checkpoints")

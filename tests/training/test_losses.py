@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from msa_jax.errors import ConfigError
 from msa_jax.training.losses import routing_loss_terms
 
 NEG = -np.inf
@@ -62,5 +63,5 @@ def test_sample_without_positive_is_undefined(method):
 
 
 def test_unknown_method_is_named():
-    with pytest.raises(ValueError, match="'HINGE'.*INFONCE_DECOUPLE, INFONCE, BCE"):
+    with pytest.raises(ConfigError, match="'HINGE'.*INFONCE_DECOUPLE, INFONCE, BCE"):
         routing_loss_terms(SCORES, LABELS, TAU, "HINGE")

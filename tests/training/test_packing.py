@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from msa_jax.data import ByteTokenizer, Document
+from msa_jax.errors import ConfigError
 from msa_jax.inference.interleave import PromptTemplate, question_row
 from msa_jax.training.losses import IGNORE
 from msa_jax.training.packing import (Buckets, TokenizedSample, pack_batch, tokenize_sample)
@@ -117,7 +118,7 @@ def test_answer_step_labels_target_and_answer():
 def test_buckets_and_errors_name_the_sample():
     b = Buckets((64, 128), (2, 4))
     assert b.pick(64, 1) == (64, 2) and b.pick(65, 3) == (128, 4)
-    with pytest.raises(ValueError, match="Buckets.lengths must be positive, ascending"):
+    with pytest.raises(ConfigError, match="Buckets.lengths must be positive, ascending"):
         Buckets((128, 64), (2,))
     long = Sample("long-1", (Document("0", text="x" * 200),), "q?", ("0",))
     ts = tokenize_sample(long, TOK)

@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from msa_jax.errors import InputError
 from msa_jax.model.params import init_params
 from msa_jax.training import optim
 from msa_jax.training import step as st
@@ -50,5 +51,5 @@ def test_data_parallel_matches_one_device(one_device, devices):
 
 def test_batch_that_does_not_split_is_named():
     mesh = st.data_mesh(4)
-    with pytest.raises(ValueError, match="'tokens': 3 global rows do not split over 4"):
+    with pytest.raises(InputError, match="'tokens': 3 global rows do not split over 4"):
         st.shard_batch(mesh, keyed_batch(CFG, np.random.default_rng(0), 3, M))

@@ -8,6 +8,7 @@ import pytest
 
 from msa_jax.config import preset
 from msa_jax.data import ByteTokenizer, Document
+from msa_jax.errors import ConfigError
 from msa_jax.inference.interleave import PromptTemplate
 from msa_jax.training.packing import BATCH_FIELDS
 from msa_jax.training.pipeline import (PipelineConfig, StepBatches, eval_batches,
@@ -69,9 +70,9 @@ def test_process_shards_are_disjoint_and_complete():
         full, halves = whole.batch(step), [p.batch(step) for p in parts]
         for k in BATCH_FIELDS[:-1]:  # the same global shape on every process
             np.testing.assert_array_equal(np.concatenate([h[k] for h in halves]), full[k])
-    with pytest.raises(ValueError, match="not divisible by process_count 3"):
+    with pytest.raises(ConfigError, match="not divisible by process_count 3"):
         StepBatches(SAMPLES, TOK, CFG, DATA, process_index=0, process_count=3)
-    with pytest.raises(ValueError, match="process_index 2 is not in"):
+    with pytest.raises(ConfigError, match="process_index 2 is not in"):
         StepBatches(SAMPLES, TOK, CFG, DATA, process_index=2, process_count=2)
 
 
@@ -107,7 +108,7 @@ def test_bad_samples_and_settings_are_named(tmp_path):
     with pytest.raises(SampleError, match=r"sample 'train-0\.0': token id \d+ is outside"):
         make_train_iterator(SAMPLES, TOK, small_vocab, DATA)
     no_prefix = CFG.replace(msa=dataclasses.replace(CFG.msa, prefix_token_ids=()))
-    with pytest.raises(ValueError, match="cfg.msa.prefix_token_ids is empty"):
+    with pytest.raises(ConfigError, match="cfg.msa.prefix_token_ids is empty"):
         make_train_iterator(SAMPLES, TOK, no_prefix, DATA)
     path = tmp_path / "train.jsonl"
     save_samples([SAMPLES[0], long], path)

@@ -8,6 +8,7 @@ import pytest
 
 from msa_jax.data import check_references, make_needle_task
 from msa_jax.data.synthetic import person_index
+from msa_jax.errors import ConfigError
 from msa_jax.inference.interleave import PromptTemplate
 from msa_jax.training.samples import Sample, SampleError
 from msa_jax.training.tasks import (EntitySplit, check_held_out, make_eval_set,
@@ -40,7 +41,7 @@ def test_needle_task_people_restriction():
     docs, queries = make_needle_task(80, 20, seed=3, hops=2, people=allowed, hard_negatives=2)
     check_references(queries, docs)
     assert _people([d.text for d in docs] + [q.question for q in queries]) <= set(allowed.tolist())
-    with pytest.raises(ValueError, match="people must be"):
+    with pytest.raises(ConfigError, match="people must be"):
         make_needle_task(10, 2, people=[21504])
 
 
@@ -92,7 +93,7 @@ def test_single_hop_samples_hold_hard_negatives_and_are_deterministic():
     for q, s in enumerate(a):
         negatives = {str(corpus + q * 2 + j) for j in range(2)}
         assert negatives <= set(s.doc_ids) and len(s.documents) == 6
-    with pytest.raises(ValueError, match="cannot hold a chain"):
+    with pytest.raises(ConfigError, match="cannot hold a chain"):
         make_retrieval_samples(2, docs_per_sample=2, hard_negatives=2)
 
 

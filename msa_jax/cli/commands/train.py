@@ -86,7 +86,8 @@ def model_and_tokenizer(config, init_from: str | None):
         params = base.params
         tok = base.tokenizer
         if tok is None:
-            raise ValueError(f"--init_from {init_from}: no tokenizer files beside the weights")
+            raise msa_jax.CheckpointError(f"--init_from {init_from}: no tokenizer files beside "
+                                          "the weights")
     else:
         cfg = msa_jax.preset(m.preset, vocab_size=m.vocab_size, **policy)
         if not cfg.is_msa:
@@ -101,28 +102,40 @@ def model_and_tokenizer(config, init_from: str | None):
     return cfg, params, tok
 
 
+def training_samples(d):
+    """The recipe's training samples: the JSONL file `data.samples`, else the synthetic task."""
+    from msa_jax.training import samples, tasks
+
+    if d.get("samples"):
+        return samples.load_samples(d.samples)
+    return tasks.make_retrieval_samples(d.num_queries, hops=d.hops,
+                                        docs_per_sample=d.docs_per_sample,
+                                        hard_negatives=d.hard_negatives, seed=d.seed)
+
+
 def build(config, workdir: str, init_from: str | None = None, show_progress: bool = True):
     """The Trainer a recipe describes (also used by the notebook and the tests)."""
     import jax
 
-    from msa_jax.training import evaluate, pipeline, tasks
+    from msa_jax.training import evaluate, losses, pipeline, tasks
     from msa_jax.training.trainer import Trainer
 
     cfg, params, tok = model_and_tokenizer(config, init_from)
+    losses.check_method(cfg.msa.aux_loss_method)
     ocfg = optim_config(config)
     d, e, t = (_section(config, n) for n in ("data", "eval", "train"))
-    samples = tasks.make_retrieval_samples(d.num_queries, hops=d.hops,
-                                           docs_per_sample=d.docs_per_sample,
-                                           hard_negatives=d.hard_negatives, seed=d.seed)
+    samples = training_samples(d)
     pcfg = pipeline.PipelineConfig(batch_size=d.batch_size, length_buckets=d.length_buckets,
                                    doc_buckets=d.doc_buckets, worker_count=d.worker_count,
                                    prefetch=d.prefetch)
 
+    # every sample checked against the buckets and the vocabulary now, before any compilation
+    batches = pipeline.StepBatches(samples, tok, cfg, pcfg, seed=d.seed,
+                                   process_index=jax.process_index(),
+                                   process_count=jax.process_count())
+
     def data(start: int):
-        return pipeline.make_train_iterator(samples, tok, cfg, pcfg, seed=d.seed,
-                                            start_step=start,
-                                            process_index=jax.process_index(),
-                                            process_count=jax.process_count())
+        return pipeline.batch_iterator(batches, start)
 
     eval_fn = None
     if e.every:
