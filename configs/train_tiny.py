@@ -13,6 +13,15 @@ and the pipeline), eval (router recall among a large held-out memory), train (lo
 from ml_collections import config_dict
 
 
+def _phase(**values) -> config_dict.ConfigDict:
+    """One training phase: its steps, learning-rate schedule, loss weights and the learning-rate
+    scales of the two parameter groups (router projections, the rest)."""
+    phase = config_dict.ConfigDict(values)
+    phase.router_lr_scale = 1.0
+    phase.backbone_lr_scale = 1.0
+    return phase
+
+
 def get_config() -> config_dict.ConfigDict:
     c = config_dict.ConfigDict()
 
@@ -32,26 +41,11 @@ def get_config() -> config_dict.ConfigDict:
     c.optim.clip_norm = 1.0
     c.optim.accumulate_steps = 1
     c.optim.freeze = ""  # "", "router" or "backbone"
-    c.optim.warmup = config_dict.ConfigDict()  # phase 1: router warm-up (steps 0 = skip)
-    c.optim.warmup.steps = 20
-    c.optim.warmup.lr = 3e-3
-    c.optim.warmup.warmup_steps = 5
-    c.optim.warmup.decay = "constant"
-    c.optim.warmup.end_lr = 3e-3
-    c.optim.warmup.lm_weight = 0.1
-    c.optim.warmup.aux_weight = 1.0
-    c.optim.warmup.router_lr_scale = 1.0
-    c.optim.warmup.backbone_lr_scale = 1.0
-    c.optim.main = config_dict.ConfigDict()  # phase 2: everything
-    c.optim.main.steps = 180
-    c.optim.main.lr = 2e-3
-    c.optim.main.warmup_steps = 10
-    c.optim.main.decay = "cosine"
-    c.optim.main.end_lr = 1e-4
-    c.optim.main.lm_weight = 1.0
-    c.optim.main.aux_weight = 0.1
-    c.optim.main.router_lr_scale = 1.0
-    c.optim.main.backbone_lr_scale = 1.0
+    # phase 1: router warm-up, 0.1 L_LM + L_aux (steps 0 = skip); phase 2: L_LM + 0.1 L_aux
+    c.optim.warmup = _phase(steps=20, lr=3e-3, warmup_steps=5, decay="constant", end_lr=3e-3,
+                            lm_weight=0.1, aux_weight=1.0)
+    c.optim.main = _phase(steps=180, lr=2e-3, warmup_steps=10, decay="cosine", end_lr=1e-4,
+                          lm_weight=1.0, aux_weight=0.1)
 
     c.data = config_dict.ConfigDict()
     c.data.samples = ""  # a JSONL file of samples (docs/training_data.md); "" = the synthetic task

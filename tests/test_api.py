@@ -4,18 +4,12 @@ import numpy as np
 import pytest
 
 import msa_jax
-from msa_jax.data.tokenizer import ByteTokenizer
+from tests.models import byte_model
 
 
 @pytest.fixture(scope="module")
 def model():
-    tok = ByteTokenizer()
-    head = tuple(tok.encode("<|im_start|>user\n", allow_special=True))
-    cfg = msa_jax.preset("tiny-msa", vocab_size=tok.vocab_size, pad_token_id=tok.pad_id,
-                         eos_token_id=tok.eos_ids,
-                         msa=msa_jax.MSAConfig(router_layers=(2, 3), pooling_size=8, top_k_docs=2,
-                                               prefix_token_ids=head))
-    return msa_jax.MSAModel.random(cfg, 0, tok)
+    return byte_model(router_layers=(2, 3), pooling_size=8, top_k_docs=2)
 
 
 DOCS = {"sky": "The sky of Vega is red.", "sea": "The sea of Vega is green.",

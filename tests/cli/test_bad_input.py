@@ -141,14 +141,10 @@ def test_query_references_missing_from_the_bank_are_named(capsys, monkeypatch, t
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
     """A tiny random MSA checkpoint with the byte tokenizer (263 ids) and 4,096 positions."""
-    import msa_jax
-    from msa_jax.data import ByteTokenizer
+    from tests.models import byte_model
 
-    tok = ByteTokenizer()
-    cfg = msa_jax.preset("tiny-msa", vocab_size=tok.vocab_size, pad_token_id=tok.pad_id,
-                         eos_token_id=tok.eos_ids)
     path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    msa_jax.MSAModel.random(cfg, 0, tok).save_pretrained(str(path))
+    byte_model().save_pretrained(str(path))
     return path
 
 

@@ -4,7 +4,7 @@ names the model and how to upgrade it, in the API and in the CLI."""
 import pytest
 
 import msa_jax
-from msa_jax.data.tokenizer import ByteTokenizer
+from tests.models import byte_model
 from tests.cli.conftest import REPO
 
 UPGRADE = "msa-jax convert"
@@ -12,19 +12,13 @@ UPGRADE = "msa-jax convert"
 
 @pytest.fixture(scope="module")
 def plain_dir(tmp_path_factory):
-    tok = ByteTokenizer()
-    cfg = msa_jax.preset("tiny", vocab_size=tok.vocab_size, pad_token_id=tok.pad_id,
-                         eos_token_id=tok.eos_ids)
     path = tmp_path_factory.mktemp("plain") / "qwen3"
-    return msa_jax.MSAModel.random(cfg, 0, tok).save_pretrained(str(path))
+    return byte_model("tiny").save_pretrained(str(path))
 
 
 @pytest.fixture(scope="module")
 def msa_bank():
-    tok = ByteTokenizer()
-    cfg = msa_jax.preset("tiny-msa", vocab_size=tok.vocab_size, pad_token_id=tok.pad_id,
-                         eos_token_id=tok.eos_ids)
-    return msa_jax.MSAModel.random(cfg, 0, tok).encode_memory({"a": "some text"}, progress=False)
+    return byte_model().encode_memory({"a": "some text"}, progress=False)
 
 
 def test_api_names_the_plain_model_and_the_upgrade(plain_dir, msa_bank):

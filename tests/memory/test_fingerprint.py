@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import msa_jax
-from msa_jax.data.tokenizer import ByteTokenizer
 from msa_jax.memory import fingerprint as fp
+from tests.models import byte_model
 
 DOCS = {"sky": "The sky of Vega is red.", "sea": "The sea of Vega is green.",
         "sun": "The sun of Tau is blue."}
@@ -26,13 +26,7 @@ VARIANTS = {
 
 
 def tiny_model(seed: int = 0) -> msa_jax.MSAModel:
-    tok = ByteTokenizer()
-    head = tuple(tok.encode("<|im_start|>user\n", allow_special=True))
-    cfg = msa_jax.preset("tiny-msa", vocab_size=tok.vocab_size, pad_token_id=tok.pad_id,
-                         eos_token_id=tok.eos_ids,
-                         msa=msa_jax.MSAConfig(router_layers=(2, 3), pooling_size=8, top_k_docs=2,
-                                               prefix_token_ids=head))
-    return msa_jax.MSAModel.random(cfg, seed, tok)
+    return byte_model(seed=seed, router_layers=(2, 3), pooling_size=8, top_k_docs=2)
 
 
 def with_one_change(model: msa_jax.MSAModel, path: tuple[str, ...]) -> msa_jax.MSAModel:
