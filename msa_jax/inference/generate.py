@@ -26,6 +26,16 @@ def bucket(n: int, minimum: int = 16) -> int:
     return max(minimum, 1 << max(0, int(n) - 1).bit_length())
 
 
+def fine_bucket(n: int) -> int:
+    """n rounded up to 1, 2, 4, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, ...: powers of two up to 8,
+    then four sizes per octave (< 25% padding; a new size, a recompile, only past that)."""
+    n = max(int(n), 1)
+    if n <= 8:
+        return bucket(n, 1)
+    step = (1 << (n - 1).bit_length()) // 8
+    return -(-n // step) * step
+
+
 def left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int):
     """Prompts -> tokens, mask [B, length] int32, left padded."""
     if not prompts:
