@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import kernels_pallas as kp
+from kernels_pallas.routing import reference
 import kernel_oracles as oracles
 import kernel_testing as kt
 
@@ -181,3 +182,23 @@ def test_routing_rejects_bad_arguments():
         kp.routing_doc_scores(qr, q_mask, kr, chunk_doc, **dict(opts, head_reduce="sum"))
     with pytest.raises(ValueError, match="k must be an int"):
         kp.topk_documents(jnp.zeros((1, 4)), 5)
+
+
+@pytest.mark.parametrize("rows,chunks", [(48, 125_000), (80, 1_250_000), (4, 156_250), (1, 10**7)])
+def test_default_tiles_keep_scores_in_cache(rows, chunks):
+    """A question's [rows, tile] scores stay within SCORE_TILE_BYTES (the whole-tier pass of a
+    40-80-row question wrote its scores, larger than the tier, through memory)."""
+    bc = reference.default_block_chunks(rows, chunks)
+    assert bc & (bc - 1) == 0 or bc == chunks
+    assert min(bc, chunks) * rows * 4 <= reference.SCORE_TILE_BYTES
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[5]], ids=lambda c: c.name)
+def test_default_tiling_matches_oracle(case, monkeypatch):
+    """The default tile rule's loop (several tiles and a ragged remainder) against float64."""
+    monkeypatch.setattr(reference, "MIN_BLOCK_CHUNKS", 8)
+    monkeypatch.setattr(reference, "SCORE_TILE_BYTES", 4 * case.batch * case.tokens * 16)
+    inputs = make_inputs(case)
+    got = reference.routing_doc_scores(*inputs, **options(case))  # not jitted: no cached tiling
+    kt.assert_close(got, oracles.np_routing_doc_scores(*inputs, **options(case)), case.dtype,
+                    what=case.name)
