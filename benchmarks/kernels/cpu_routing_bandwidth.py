@@ -10,7 +10,7 @@ inputs (nothing is a baked constant XLA could fold away).
 
 In the same run, interleaved with the scan, it measures the copy bandwidth (a numpy copy of an
 array at least as large as the tier, STREAM convention: read + write bytes) and the matmul rate
-(a float32 GEMM), and prints the roofline: floor = max(tier bytes / copy bandwidth, scan FLOPs /
+(a chain of float32 1024^3 GEMMs of about the scan's FLOPs), and prints the roofline: floor = max(tier bytes / copy bandwidth, scan FLOPs /
 matmul rate), where the FLOPs are those of the real routing tokens (the head-mean fold gives K dot
 products per chunk and token; the token mean folds the tokens into one row). Target: floor / scan
 time >= 60%.
@@ -91,6 +91,17 @@ def scan_flops(cfg, routing_tokens: int, chunks: int) -> int:
     return 2 * rows * heads * cfg.head_dim * chunks
 
 
+def matmul_probe(side: int, flops: float, rng):
+    """A chain of float32 [side, side] GEMMs, y <- y @ x (x orthogonal: y stays bounded), about as
+    many FLOPs as the scan, so both are timed over similar spans of a shared machine's load.
+    Returns (jitted fn, x, number of GEMMs)."""
+    n = max(1, round(flops / (2 * side**3)))
+    x = jnp.asarray(np.linalg.qr(rng.standard_normal((side, side)))[0], jnp.float32)
+    hp = jax.lax.Precision.HIGHEST
+    fn = jax.jit(lambda x: jax.lax.fori_loop(0, n, lambda i, y: jnp.dot(y, x, precision=hp), x))
+    return fn, x, n
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--memory_tokens", type=float, default=10e6)
@@ -127,8 +138,8 @@ def main(argv=None):
     scan = scan_fn(cfg, packed.routing_rows, docs)
     src = rng.random(max(tier_bytes, a.probe_mb << 20) // 4, dtype=np.float32)
     dst = np.empty_like(src)
-    x = jnp.asarray(rng.standard_normal((a.gemm, a.gemm), np.float32))
-    gemm = jax.jit(lambda x: jnp.dot(x, x, precision=jax.lax.Precision.HIGHEST))
+    flops = scan_flops(cfg, 1 if a.query_reduce == "last" else real, chunks)
+    gemm, x, n_gemm = matmul_probe(a.gemm, flops, rng)
     tile = contextlib.nullcontext() if a.block_chunks is None else mock.patch.object(
         reference, "default_block_chunks", lambda rows, c: min(a.block_chunks, c))  # A/B runs
     with tile:
@@ -136,8 +147,7 @@ def main(argv=None):
                             copy=lambda: np.copyto(dst, src), gemm=lambda: gemm(x)), a.repeats)
     copy_gbs = 2 * src.nbytes / best["copy"]
     del src, dst
-    gflops = 2 * a.gemm**3 / best["gemm"]
-    flops = scan_flops(cfg, 1 if a.query_reduce == "last" else real, chunks)
+    gflops = n_gemm * 2 * a.gemm**3 / best["gemm"]
     bw_floor, compute_floor = tier_bytes / copy_gbs, flops / gflops
     floor, s = max(bw_floor, compute_floor), best["scan"]
     print(f"routing tier: {chunks} chunks x [{a.kv_heads}, {a.head_dim}] {a.dtype} = "
@@ -146,7 +156,7 @@ def main(argv=None):
     print(f"question: {real} routing tokens in a row of {t}, scanned as {packed.routing_rows} "
           f"query rows ({a.similarity}, heads {a.head_reduce}, tokens {a.query_reduce})")
     print(f"machine: copy {copy_gbs / 1e9:.2f} GB/s (read+write), matmul {gflops / 1e9:.1f} GFLOP/s "
-          f"(float32 {a.gemm}^3)")
+          f"(float32, {n_gemm} chained {a.gemm}^3 GEMMs)")
     print(f"scan (routing_rows + local_select, XLA): {s * 1e3:.2f} ms -> {tier_bytes / s / 1e9:.2f} "
           f"GB/s, {flops / s / 1e9:.1f} GFLOP/s")
     print(f"floor: {floor * 1e3:.2f} ms (bandwidth {bw_floor * 1e3:.2f} ms, compute "

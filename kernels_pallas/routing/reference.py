@@ -1,8 +1,8 @@
 """XLA reference of the routing scan (the default on CPU and the test oracle).
 
 Scores every pooled chunk of the routing tier against the routing queries, streaming the tier in
-tiles of `block_chunks` chunks: per tile, [B, T, tile] head-reduced scores, reduced over the masked
-tokens to [B, tile]. The [B, N, T, C] tensor never exists. Chunk -> document reduction is an
+tiles of `block_chunks` chunks: per tile, [tile, B, T] head-reduced scores, reduced over the masked
+tokens to [tile, B]. The [B, N, T, C] tensor never exists. Chunk -> document reduction is an
 epilogue over the [B, C] chunk scores (4 B per chunk and batch row, vs 2*K*H B of tier read).
 
 Head mean is applied to the queries first: mean_n q_n . kr_{n//G} = sum_k (sum_g q_kg / N) . kr_k,
@@ -31,18 +31,25 @@ def _use_elementwise(rows: int) -> bool:
     return jax.default_backend() == "cpu" and lo <= rows <= hi
 
 
-# A tile holds as many chunks as keep its [rows, tile] float32 scores near this size (they are
-# written by the matmul and re-read by the token reduction: in cache, not through DRAM), within
-# MIN/MAX_BLOCK_CHUNKS; a tier of at most one tile is one pass. On XLA:CPU a whole-tier pass of a
-# 40-80-row question was ~4x slower than such tiles (its scores, 2.5x the tier bytes at K*H = 32,
-# went through memory); with few rows the tiles are large and the loop overhead stays small.
-SCORE_TILE_BYTES, MIN_BLOCK_CHUNKS, MAX_BLOCK_CHUNKS = 2 * 2**20, 1024, 2**17
+# Tile sizes, tuned with A/B runs on XLA:CPU (docs/kernels.md). Up to 16 query rows (the fused
+# multiply + row-sum, the GEMV) the whole tier is one pass while its [C, rows] float32 scores fit in
+# WHOLE_TIER_SCORE_BYTES (a tile loop cost 20-40% more), else BLOCK_CHUNKS tiles. Above 16 rows
+# (the GEMM) a tile holds as many chunks as keep its [tile, rows] scores near SCORE_TILE_BYTES
+# (written by the GEMM and re-read by the token reduction in cache, not through DRAM; at least
+# MIN_BLOCK_CHUNKS): a whole-tier pass of an 80-row question at K*H = 32, whose scores are 2.5x the
+# tier bytes, was ~3x slower than these tiles.
+BLOCK_CHUNKS, WHOLE_TIER_SCORE_BYTES = 4096, 64 * 2**20
+SCORE_TILE_BYTES, MIN_BLOCK_CHUNKS = 2 * 2**20, 1024
 
 
 def default_block_chunks(rows: int, chunks: int) -> int:
-    fit = SCORE_TILE_BYTES // (4 * max(rows, 1))
-    tile = min(max(1 << (fit.bit_length() - 1), MIN_BLOCK_CHUNKS), MAX_BLOCK_CHUNKS)
-    return max(1, chunks) if chunks <= tile else tile
+    """Chunks per tile for `rows` query rows (per KV-head GEMM) over a tier of `chunks`."""
+    chunks = max(chunks, 1)
+    if rows <= ELEMENTWISE_ROWS[1]:
+        return chunks if chunks * rows * 4 <= WHOLE_TIER_SCORE_BYTES else BLOCK_CHUNKS
+    fit = SCORE_TILE_BYTES // (4 * rows)
+    tile = max(1 << (fit.bit_length() - 1), MIN_BLOCK_CHUNKS)
+    return chunks if chunks <= tile else tile
 
 
 def prepare_queries(qr, *, num_kv_heads: int, similarity: str, scale: float, head_reduce: str):
@@ -73,12 +80,11 @@ def fold_token_mean(q, q_mask, query_reduce: str, head_reduce: str):
 
 
 def tile_scores(q, kr_tile, *, num_kv_heads: int, similarity: str, head_reduce: str):
-    """q [B, T, NQ, H] (prepared); kr_tile [c, K*H] -> head-reduced scores [B, T, c] float32.
+    """q [B, T, NQ, H] (prepared); kr_tile [c, K*H] -> head-reduced scores [c, B, T] float32.
 
-    2-D matmuls that stream the tile once, rows-major output (the token reduction then runs along
-    a leading axis, vectorised over chunks): "mean" is one [B*T, K*H] x [K*H, c] GEMM (or, for 2-16
-    rows on CPU, a fused multiply + row-sum); "max" is one [B*T*G, H] x [H, c] GEMM per KV head.
-    (A 3-operand einsum over (k, h) ran ~10x slower on XLA:CPU.)"""
+    Chunk-major 2-D matmuls that stream the tile once: "mean" is one [c, K*H] x [K*H, B*T] GEMM
+    (or, for 2-16 rows on CPU, a fused multiply + row-sum); "max" is one [c, H] x [H, B*T*G] GEMM
+    per KV head. (A 3-operand einsum over (k, h) ran ~10x slower on XLA:CPU.)"""
     b, t, nq, h = q.shape
     c, k = kr_tile.shape[0], num_kv_heads
     kr = kr_tile.astype(jnp.float32)
@@ -90,28 +96,27 @@ def tile_scores(q, kr_tile, *, num_kv_heads: int, similarity: str, head_reduce: 
     if head_reduce == "mean":  # NQ == K
         q = q.reshape(b * t, k * h)
         if _use_elementwise(b * t):  # exact float32 products, summed in float32
-            s = jnp.sum(kr[:, None, :] * q[None], axis=-1).T  # [B*T, c]
+            s = jnp.sum(kr[:, None, :] * q[None], axis=-1)  # [c, B*T]
         else:
-            s = jnp.dot(q, kr.T, precision=hp)  # [B*T, c]
-        return s.reshape(b, t, c)
+            s = jnp.dot(kr, q.T, precision=hp)  # [c, B*T]
+        return s.reshape(c, b, t)
     g = nq // k
     per_head = q.reshape(b * t, k, g, h)
     s = None
     for kv in range(k):
         s_k = jnp.dot(
-            per_head[:, kv].reshape(b * t * g, h), kr[:, kv * h : (kv + 1) * h].T, precision=hp
-        )  # [B*T*G, c]
-        s_k = jnp.max(s_k.reshape(b, t, g, c), axis=2)  # [B, T, c]
+            kr[:, kv * h : (kv + 1) * h], per_head[:, kv].reshape(b * t * g, h).T, precision=hp
+        )  # [c, B*T*G]
+        s_k = jnp.max(s_k.reshape(c, b, t, g), axis=-1)  # [c, B, T]
         s = s_k if s is None else jnp.maximum(s, s_k)
     return s
 
 
 def token_reduce(s, q_mask, query_reduce: str):
-    """s [B, T, c], q_mask [B, T] -> [B, c]: masked max, or masked sum (divided in finalize)."""
-    m = q_mask[:, :, None]
+    """s [c, B, T], q_mask [B, T] -> [c, B]: masked max, or masked sum (divided in finalize)."""
     if query_reduce == "max":
-        return jnp.max(jnp.where(m, s, -jnp.inf), axis=1)
-    return jnp.sum(jnp.where(m, s, 0.0), axis=1)
+        return jnp.max(jnp.where(q_mask[None], s, -jnp.inf), axis=-1)
+    return jnp.sum(jnp.where(q_mask[None], s, 0.0), axis=-1)
 
 
 def finalize_token_reduce(partial, q_mask, query_reduce: str):
@@ -147,21 +152,19 @@ def chunk_partials(q, q_mask, kr, *, similarity, head_reduce, query_reduce, bloc
         q_mask,
         query_reduce,
     )
-    b, n_full = q.shape[0], c // block_chunks
-    parts = []  # [B, c_i] each
-    if n_full == 1 and c == block_chunks:  # one pass, no loop
-        return per_tile(flat)
+    n_full = c // block_chunks
+    parts = []  # [c_i, B] each
     if n_full:
 
         def body(i, _):  # dynamic_slice of the tier: no padded or re-laid-out copy of it
             tile = lax.dynamic_slice_in_dim(flat, i * block_chunks, block_chunks, axis=0)
             return i + 1, per_tile(tile)
 
-        _, full = lax.scan(body, 0, None, length=n_full)  # [n, B, bc]
-        parts.append(full.transpose(1, 0, 2).reshape(b, n_full * block_chunks))
+        _, full = lax.scan(body, 0, None, length=n_full)  # [n, bc, B]
+        parts.append(full.reshape(n_full * block_chunks, q.shape[0]))
     if c % block_chunks or not n_full:
         parts.append(per_tile(flat[n_full * block_chunks :]))
-    return jnp.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+    return jnp.concatenate(parts, axis=0).T if len(parts) > 1 else parts[0].T
 
 
 def routing_chunk_scores(
@@ -190,7 +193,8 @@ def routing_chunk_scores(
     q, q_mask, query_reduce = fold_token_mean(q, q_mask, query_reduce, head_reduce)
     q = q.astype(kr.dtype)
     if partials is None:
-        rows = q.shape[0] * q.shape[1] * (1 if head_reduce == "mean" else q.shape[2])
+        group = 1 if head_reduce == "mean" else q.shape[2] // kr.shape[1]  # rows per KV-head GEMM
+        rows = q.shape[0] * q.shape[1] * group
         block_chunks = block_chunks or default_block_chunks(rows, kr.shape[0])
         partials = chunk_partials
     partial = partials(
