@@ -216,3 +216,24 @@ def test_default_tiling_matches_oracle(case, monkeypatch):
     got = reference.routing_doc_scores(*inputs, **options(case))  # not jitted: no cached tiling
     kt.assert_close(got, oracles.np_routing_doc_scores(*inputs, **options(case)), case.dtype,
                     what=case.name)
+
+
+@pytest.mark.parametrize("query_reduce", ["max", "mean"])
+def test_mask_queries_makes_the_token_reduction_maskless(query_reduce):
+    """Masked tokens become a duplicate of a kept token (max) or zeros (sum), so the unmasked
+    reduction over all T equals the masked one; a row with no kept token is -inf after finalize."""
+    rng = np.random.default_rng(1)
+    q = jnp.asarray(rng.standard_normal((3, 5, 2, 8)), jnp.float32)
+    q_mask = jnp.asarray([[0, 1, 0, 1, 1], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0]], bool)
+    kr = rng.standard_normal((7, 16))
+    got = reference.mask_queries(q, q_mask, query_reduce)
+    s = np.einsum("btd,cd->cbt", np.asarray(got, np.float64).reshape(3, 5, 16), kr)  # [C, B, T]
+    want = np.einsum("btd,cd->cbt", np.asarray(q, np.float64).reshape(3, 5, 16), kr)
+    m = np.asarray(q_mask)[None]
+    for b in range(2):  # rows with a kept token
+        red = np.max if query_reduce == "max" else np.sum
+        masked = np.where(m, want, -np.inf if query_reduce == "max" else 0.0)
+        np.testing.assert_allclose(red(s[:, b], -1), red(masked[:, b], -1), rtol=1e-6)
+    part = reference.token_reduce(jnp.asarray(s, jnp.float32), query_reduce).T  # [B, C]
+    final = reference.finalize_token_reduce(part, q_mask, query_reduce)
+    assert np.isneginf(np.asarray(final)[2]).all()
