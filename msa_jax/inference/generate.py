@@ -27,12 +27,13 @@ def bucket(n: int, minimum: int = 16) -> int:
 
 
 def fine_bucket(n: int) -> int:
-    """n rounded up to 1, 2, 4, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, ...: powers of two up to 8,
-    then four sizes per octave (< 25% padding; a new size, a recompile, only past that)."""
+    """n rounded up to 1, 2, 4, 8, 9, 10, ..., 16, 18, 20, ..., 32, 36, 40, ...: powers of two up
+    to 8, then eight sizes per octave (< 12.5% padding, the series of the bank's view; a new size,
+    a recompile, only past that)."""
     n = max(int(n), 1)
     if n <= 8:
         return bucket(n, 1)
-    step = (1 << (n - 1).bit_length()) // 8
+    step = (1 << (n - 1).bit_length()) // 16
     return -(-n // step) * step
 
 

@@ -37,8 +37,8 @@ def with_msa(cfg, **kw):
 
 def test_fine_bucket():
     got = [fine_bucket(n) for n in (0, 1, 3, 5, 8, 9, 11, 16, 17, 33, 40, 41, 100)]
-    assert got == [1, 1, 4, 8, 8, 10, 12, 16, 20, 40, 40, 48, 112]
-    assert all(n <= fine_bucket(n) < 1.25 * n for n in range(9, 2000))
+    assert got == [1, 1, 4, 8, 8, 9, 11, 16, 18, 36, 40, 44, 104]
+    assert all(n <= fine_bucket(n) < 1.125 * n for n in range(9, 2000))
 
 
 def test_pack_rows_counts_routing_tokens(setup):
@@ -46,12 +46,12 @@ def test_pack_rows_counts_routing_tokens(setup):
     packed = pack_rows(model.cfg, rows)
     assert packed.tokens.shape == (2, 32)  # 30 tokens, padded to a power of two
     np.testing.assert_array_equal(packed.routing.sum(1), [9, 5])
-    assert packed.routing_rows == 10  # 9 routing tokens at most
+    assert packed.routing_rows == 9  # 9 routing tokens at most
     assert pack_rows(with_msa(model.cfg, query_reduce="last"), rows).routing_rows == 1
 
 
 def test_scan_sees_only_routing_rows(setup):
-    """The select hook (the scan's caller) gets routing_rows query rows, not the padded 32."""
+    """The select hook (the scan's caller) gets the 9 routing rows, not the padded 32."""
     model, bank, rows = setup
     seen = []
 
@@ -62,7 +62,7 @@ def test_scan_sees_only_routing_rows(setup):
     prefill_rows(model.cfg, model.params, bank.view(), jnp.asarray(bank.prefix_k),
                  jnp.asarray(bank.prefix_v), rows, 8, select=select)
     cfg = model.cfg
-    assert seen == [((2, 10, cfg.num_heads, cfg.head_dim), (2, 10))] * len(cfg.msa.router_layers)
+    assert seen == [((2, 9, cfg.num_heads, cfg.head_dim), (2, 9))] * len(cfg.msa.router_layers)
 
 
 def _prefill(cfg, params, bank, rows, routing_rows, capture=None):

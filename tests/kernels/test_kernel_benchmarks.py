@@ -67,5 +67,5 @@ def test_cpu_routing_bandwidth_runs(capsys, monkeypatch):
     )
     figures = module.main()
     out = capsys.readouterr().out
-    assert "fraction of roofline" in out and "72 routing tokens in a row of 128, scanned as 80 query rows" in out
+    assert "fraction of roofline" in out and "72 routing tokens in a row of 128, scanned as 72 query rows" in out
     assert figures["floor_s"] > 0 and figures["scan_s"] > 0
