@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -260,8 +260,7 @@ class MSAModel:
             new, choices = self.ask_tokens([row], bank, answer_tokens, sampling,
                                            stop + list(self.tokenizer.eos_ids), placement)
             return Answer(self.decode(new[0]).strip(), [], choices[0])
-        texts = {bank.doc_ids[s]: bank.doc_texts[s] or self.decode(bank.doc_tokens[s], False)
-                 for s in bank.live_slots()}
+        texts = _BankTexts(self, bank)  # decodes only the documents a round injects
         intro = self._encode_text(self.template.answer_intro.format(question=question), True,
                                   "the answer prompt")
         budget = bucket(max(max_new_tokens, answer_tokens), 8)  # one decode loop for all rounds
@@ -271,6 +270,36 @@ class MSAModel:
         with use_mesh(_mesh_of(placement)):  # the model's activation constraints bind to it
             return memory_interleave(session, _KnownIds(self), question, texts, self.template,
                                      max_rounds, max_new_tokens, answer_tokens)
+
+
+class _BankTexts(Mapping):
+    """Document id -> original text (stored, else decoded from its tokens), read on demand: a
+    question touches only the documents it injects, not every document of the bank."""
+
+    def __init__(self, model: MSAModel, bank: MemoryBank):
+        self.model, self.bank = model, bank
+
+    def _slot(self, doc_id) -> int | None:
+        try:
+            return self.bank.slot_of(doc_id)
+        except BankError:
+            return None
+
+    def __contains__(self, doc_id) -> bool:
+        return isinstance(doc_id, str) and self._slot(doc_id) is not None
+
+    def __getitem__(self, doc_id: str) -> str:
+        slot = self._slot(doc_id) if isinstance(doc_id, str) else None
+        if slot is None:
+            raise KeyError(doc_id)
+        text = self.bank.doc_texts[slot]
+        return text or self.model.decode(self.bank.doc_tokens[slot], False)
+
+    def __iter__(self) -> Iterator[str]:
+        return (self.bank.doc_ids[s] for s in self.bank.live_slots())
+
+    def __len__(self) -> int:
+        return self.bank.num_docs
 
 
 class _KnownIds:

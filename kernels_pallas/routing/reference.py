@@ -1,9 +1,10 @@
 """XLA reference of the routing scan (the default on CPU and the test oracle).
 
 Scores every pooled chunk of the routing tier against the routing queries, streaming the tier in
-tiles of `block_chunks` chunks: per tile, [tile, B, T] head-reduced scores, reduced over the masked
-tokens to [tile, B]. The [B, N, T, C] tensor never exists. Chunk -> document reduction is an
-epilogue over the [B, C] chunk scores (4 B per chunk and batch row, vs 2*K*H B of tier read).
+tiles of `block_chunks` chunks: per tile, [tile, B, T] head-reduced scores, reduced over the
+tokens to [tile, B] (the token mask is applied to the queries, once: mask_queries). The
+[B, N, T, C] tensor never exists. Chunk -> document reduction is an epilogue over the [B, C]
+chunk scores (4 B per chunk and batch row, vs 2*K*H B of tier read).
 
 Head mean is applied to the queries first: mean_n q_n . kr_{n//G} = sum_k (sum_g q_kg / N) . kr_k,
 so "mean" costs K dot products per chunk instead of N (and one GEMM over (k, h) for "dot").
@@ -23,7 +24,7 @@ EPS = 1e-6
 # ("elementwise") streams the tier ~15-25% faster than the GEMM, whose micro-kernel pads the few
 # rows; with one row the GEMV is fastest. Slicing the tier as [C, K*H] (a bitcast) matters too: a
 # 3-D tile slice was copied.
-BLOCK_CHUNKS, ELEMENTWISE_ROWS = 4096, (2, 16)
+ELEMENTWISE_ROWS = (2, 16)
 
 
 def _use_elementwise(rows: int) -> bool:
@@ -31,15 +32,25 @@ def _use_elementwise(rows: int) -> bool:
     return jax.default_backend() == "cpu" and lo <= rows <= hi
 
 
-# Below this many bytes of [C, rows] float32 scores, the whole tier is one pass (no tile loop):
-# on XLA:CPU the loop's per-tile overhead cost ~20-40% of the scan.
-WHOLE_TIER_SCORE_BYTES = 64 * 2**20
+# Tile sizes, tuned with A/B runs on XLA:CPU (docs/kernels.md). Up to 16 query rows (the fused
+# multiply + row-sum, the GEMV) the whole tier is one pass while its [C, rows] float32 scores fit in
+# WHOLE_TIER_SCORE_BYTES (a tile loop cost 20-40% more), else BLOCK_CHUNKS tiles. Above 16 rows
+# (the GEMM) a tile holds as many chunks as keep its [tile, rows] scores near SCORE_TILE_BYTES
+# (written by the GEMM and re-read by the token reduction in cache, not through DRAM; at least
+# MIN_BLOCK_CHUNKS): a whole-tier pass of an 80-row question at K*H = 32, whose scores are 2.5x the
+# tier bytes, was ~3x slower than these tiles.
+BLOCK_CHUNKS, WHOLE_TIER_SCORE_BYTES = 4096, 64 * 2**20
+SCORE_TILE_BYTES, MIN_BLOCK_CHUNKS = 2 * 2**20, 1024
 
 
 def default_block_chunks(rows: int, chunks: int) -> int:
-    if chunks * rows * 4 <= WHOLE_TIER_SCORE_BYTES:
-        return max(chunks, 1)
-    return BLOCK_CHUNKS
+    """Chunks per tile for `rows` query rows (per KV-head GEMM) over a tier of `chunks`."""
+    chunks = max(chunks, 1)
+    if rows <= ELEMENTWISE_ROWS[1]:
+        return chunks if chunks * rows * 4 <= WHOLE_TIER_SCORE_BYTES else BLOCK_CHUNKS
+    fit = SCORE_TILE_BYTES // (4 * rows)
+    tile = max(1 << (fit.bit_length() - 1), MIN_BLOCK_CHUNKS)
+    return chunks if chunks <= tile else tile
 
 
 def prepare_queries(qr, *, num_kv_heads: int, similarity: str, scale: float, head_reduce: str):
@@ -102,11 +113,23 @@ def tile_scores(q, kr_tile, *, num_kv_heads: int, similarity: str, head_reduce: 
     return s
 
 
-def token_reduce(s, q_mask, query_reduce: str):
-    """s [c, B, T], q_mask [B, T] -> [c, B]: masked max, or masked sum (divided in finalize)."""
+def mask_queries(q, q_mask, query_reduce: str):
+    """Applies the token mask to the prepared queries q [B, T, NQ, H], once, so that the scan's
+    token reduction needs no mask: for "max" a masked row becomes a copy of the row's first
+    masked-in token (a duplicate cannot change a max), for "mean" (a sum) zeros (score 0). Rows
+    with no masked-in token are set to -inf by finalize_token_reduce. (A per-chunk masked select
+    cost ~35% of the scan at 80 query rows on XLA:CPU.)"""
+    keep = q_mask[:, :, None, None]
     if query_reduce == "max":
-        return jnp.max(jnp.where(q_mask[None], s, -jnp.inf), axis=-1)
-    return jnp.sum(jnp.where(q_mask[None], s, 0.0), axis=-1)
+        first = jnp.argmax(q_mask, axis=1)  # [B]
+        fill = jnp.take_along_axis(q, first[:, None, None, None], axis=1)  # [B, 1, NQ, H]
+        return jnp.where(keep, q, fill)
+    return jnp.where(keep, q, jnp.zeros_like(q))
+
+
+def token_reduce(s, query_reduce: str):
+    """s [c, B, T] of mask_queries' queries -> [c, B]: max, or sum (divided in finalize)."""
+    return jnp.max(s, axis=-1) if query_reduce == "max" else jnp.sum(s, axis=-1)
 
 
 def finalize_token_reduce(partial, q_mask, query_reduce: str):
@@ -137,9 +160,9 @@ def chunk_partials(q, q_mask, kr, *, similarity, head_reduce, query_reduce, bloc
     """Streams kr [C, K, H] in tiles -> token-reduced partials [B, C] float32."""
     c, k, h = kr.shape
     flat = kr.reshape(c, k * h)  # a bitcast, no copy
+    q = mask_queries(q, q_mask, query_reduce)
     per_tile = lambda tile: token_reduce(
         tile_scores(q, tile, num_kv_heads=k, similarity=similarity, head_reduce=head_reduce),
-        q_mask,
         query_reduce,
     )
     n_full = c // block_chunks
@@ -183,7 +206,8 @@ def routing_chunk_scores(
     q, q_mask, query_reduce = fold_token_mean(q, q_mask, query_reduce, head_reduce)
     q = q.astype(kr.dtype)
     if partials is None:
-        rows = q.shape[0] * q.shape[1] * (1 if head_reduce == "mean" else q.shape[2])
+        group = 1 if head_reduce == "mean" else q.shape[2] // kr.shape[1]  # rows per KV-head GEMM
+        rows = q.shape[0] * q.shape[1] * group
         block_chunks = block_chunks or default_block_chunks(rows, kr.shape[0])
         partials = chunk_partials
     partial = partials(

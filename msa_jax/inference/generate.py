@@ -27,6 +27,17 @@ def bucket(n: int, minimum: int = 16) -> int:
     return next_pow2(n, minimum)
 
 
+def fine_bucket(n: int) -> int:
+    """n rounded up to 1, 2, 4, 8, 9, 10, ..., 16, 18, 20, ..., 32, 36, 40, ...: powers of two up
+    to 8, then eight sizes per octave (< 12.5% padding, the series of the bank's view; a new size,
+    a recompile, only past that)."""
+    n = max(int(n), 1)
+    if n <= 8:
+        return bucket(n, 1)
+    step = (1 << (n - 1).bit_length()) // 16
+    return -(-n // step) * step
+
+
 def left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int):
     """Prompts -> tokens, mask [B, length] int32, left padded."""
     if not prompts:

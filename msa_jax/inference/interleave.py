@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 from msa_jax.data.template import PromptTemplate
 from msa_jax.errors import InputError
@@ -85,10 +85,11 @@ def question_row(tok: Tokenizer, tpl: PromptTemplate, question: str,
 
 
 def memory_interleave(model: RoundModel, tok: Tokenizer, question: str,
-                      documents: dict[str, str], tpl: PromptTemplate = PromptTemplate(),
+                      documents: Mapping[str, str], tpl: PromptTemplate = PromptTemplate(),
                       max_rounds: int = 4, max_new_tokens: int = 64,
                       answer_tokens: int = 128) -> Answer:
-    """Run Memory Interleave for one question. `documents` maps document id -> original text."""
+    """Run Memory Interleave for one question. `documents` maps document id -> original text; it
+    is only probed (`in`, `[]`) for the ids the model names, so it may be a lazy mapping."""
     if max_rounds < 1:
         raise InputError(f"max_rounds must be >= 1, got {max_rounds}")
     stops = _stop_ids(tok, [tpl.round_end, tpl.end_of_retrieve, tpl.answer_end])

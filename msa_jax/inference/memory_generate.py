@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from msa_jax.config import ModelConfig
-from msa_jax.inference.generate import bucket, left_pad, prompt_positions, sample_tokens
+from msa_jax.inference.generate import (bucket, fine_bucket, left_pad, prompt_positions,
+                                        sample_tokens)
 from msa_jax.inference.sampling import Sampling
 from msa_jax.model.cache import KVCache, step_times
 from msa_jax.model.decode import forward_step, logits_of
@@ -67,38 +68,62 @@ class PrefillResult:
     choices: list[list[LayerChoice]]  # [row][router layer]
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "select", "fetch"), donate_argnames=("cache",))
+@functools.partial(jax.jit, static_argnames=("cfg", "select", "fetch", "routing_rows"),
+                   donate_argnames=("cache",))
 def _prefill(cfg: ModelConfig, params, memory: MemoryView, cache: KVCache, tokens, mask,
-             positions, routing_mask, select: SelectFn | None = None, fetch: FetchFn | None = None):
+             positions, routing_mask, select: SelectFn | None = None, fetch: FetchFn | None = None,
+             routing_rows: int | None = None):
     k_time, q_time = step_times(cache.index, mask)
     h, cache, (infos, _) = prefill_with_memory(cfg, params, memory, cache, tokens, positions,
                                                k_time, q_time, routing_mask, select=select,
-                                               fetch=fetch)
+                                               fetch=fetch, routing_rows=routing_rows)
     routed = [(info.doc_ids, info.scores, info.valid) for info in infos if info is not None]
     return logits_of(cfg, params, h[:, -1:])[:, 0], cache, positions[:, -1] + 1, routed
 
 
-def prefill_rows(cfg: ModelConfig, params, memory: MemoryView, prefix_k: Array, prefix_v: Array,
-                 rows: Sequence[QueryRow], extra_capacity: int, select: SelectFn | None = None,
-                 fetch: FetchFn | None = None) -> PrefillResult:
-    """Left-pad the rows, prefill them against the memory; leave `extra_capacity` cache slots."""
+@dataclasses.dataclass(frozen=True)
+class PackedRows:
+    """Query rows as prefill arrays: tokens, mask, positions, routing [B, T] (left padded to a
+    bucketed T), and routing_rows, the bucketed number of query rows the routing scan scores."""
+
+    tokens: np.ndarray
+    mask: np.ndarray
+    positions: np.ndarray
+    routing: np.ndarray
+    routing_rows: int
+
+
+def pack_rows(cfg: ModelConfig, rows: Sequence[QueryRow]) -> PackedRows:
+    """Left-pad the rows to a power-of-two length; count their routing tokens (one token for
+    query_reduce "last") and bucket that count (fine_bucket) for the routing scan."""
     if not any(r == ROUTING for row in rows for r in row.roles):
         raise ValueError("no routing tokens: a query needs question tokens to score the memory")
     for i, row in enumerate(rows):
         if ROUTING not in row.roles:
             raise ValueError(f"query row {i} has no routing (question) tokens")
     length = bucket(max(len(r.tokens) for r in rows))
-    pad = cfg.pad_token_id or 0
-    tokens, mask = left_pad([r.tokens for r in rows], length, pad)
+    tokens, mask = left_pad([r.tokens for r in rows], length, cfg.pad_token_id or 0)
     roles, _ = left_pad([[r + 2 for r in row.roles] for row in rows], length, 0)
     routing = (roles == ROUTING + 2) & (mask > 0)
-    positions = prompt_positions(mask, cfg.msa.query_offset)
+    most = 1 if cfg.msa.query_reduce == "last" else int(routing.sum(axis=1).max())
+    return PackedRows(tokens, mask, prompt_positions(mask, cfg.msa.query_offset), routing,
+                      min(fine_bucket(most), length))
+
+
+def prefill_rows(cfg: ModelConfig, params, memory: MemoryView, prefix_k: Array, prefix_v: Array,
+                 rows: Sequence[QueryRow], extra_capacity: int, select: SelectFn | None = None,
+                 fetch: FetchFn | None = None) -> PrefillResult:
+    """Left-pad the rows, prefill them against the memory; leave `extra_capacity` cache slots.
+    The routing scan scores only the routing tokens (pack_rows' routing_rows query rows)."""
+    packed = pack_rows(cfg, rows)
+    length = packed.tokens.shape[1]
     pf = prefix_k.shape[1]
     capacity = bucket(pf + length + extra_capacity)  # few distinct shapes: few compilations
     cache = prefix_cache(cfg, prefix_k, prefix_v, len(rows), capacity)
     logits, cache, nxt, routed = _prefill(
-        cfg, params, memory, cache, jnp.asarray(tokens), jnp.asarray(mask),
-        jnp.asarray(positions), jnp.asarray(routing), select=select, fetch=fetch)
+        cfg, params, memory, cache, jnp.asarray(packed.tokens), jnp.asarray(packed.mask),
+        jnp.asarray(packed.positions), jnp.asarray(packed.routing), select=select, fetch=fetch,
+        routing_rows=packed.routing_rows)
     choices = [[] for _ in rows]
     for layer, (ids, scores, valid) in zip(cfg.msa.router_layers, routed):
         ids, scores, valid = np.asarray(ids), np.asarray(scores), np.asarray(valid)

@@ -17,7 +17,8 @@ import jax.numpy as jnp
 from msa_jax.config import ModelConfig
 from msa_jax.model.cache import KVCache, MemoryKV, empty_cache
 from msa_jax.model.decode import forward_step
-from msa_jax.model.router import document_scores, select_documents, selected_chunks
+from msa_jax.model.router import (document_scores, gather_rows, routing_rows, select_documents,
+                                  selected_chunks)
 from msa_jax.model.transformer import Projections
 
 Array = jax.Array
@@ -57,8 +58,9 @@ class RoutingInfo:
     doc_scores: Array | None = None
 
 
-# select(cfg, memory, r, qr [B,T,N,H], routing_mask [B,T]) -> RoutingInfo: the top-k documents
-# of router layer slot r (doc_scores may be None). The default scores the whole routing tier;
+# select(cfg, memory, r, qr [B,R,N,H], routing_mask [B,R]) -> RoutingInfo: the top-k documents
+# of router layer slot r (doc_scores may be None); the R rows are the routing-query tokens
+# (make_route compacts them; R = T of the prompt when prefill_with_memory gets no routing_rows). The default scores the whole routing tier;
 # memory parallel (msa_jax.memory.parallel) scores shards and merges their local top-k.
 SelectFn = Callable[[ModelConfig, "MemoryView", int, Array, Array], "RoutingInfo"]
 # fetch(memory, r, chunk_idx [B, S]) -> (k, v) [B, S, K, H] on the device running attention
@@ -78,12 +80,14 @@ def local_fetch(memory: "MemoryView", r: int, chunk_idx: Array) -> tuple[Array, 
 
 
 def make_route(cfg: ModelConfig, memory: MemoryView, routing_mask: Array, select: SelectFn,
-               fetch: FetchFn, keep_doc_scores: bool = False):
-    """The `route` hook of forward_step for stage 2."""
+               fetch: FetchFn, keep_doc_scores: bool = False, rows: int | None = None):
+    """The `route` hook of forward_step for stage 2. `select` sees only the routing-query rows,
+    compacted to `rows` slots (router.routing_rows): padding and context tokens are not scanned."""
+    index, mask = routing_rows(cfg.msa, routing_mask, rows)  # [B, rows] each
 
     def route(layer: int, p: Projections):
         r = cfg.msa.router_index(layer)
-        info = select(cfg, memory, r, p.qr, routing_mask)
+        info = select(cfg, memory, r, gather_rows(p.qr, index), mask)
         chunk_idx, chunk_valid = selected_chunks(info.doc_ids, info.valid,
                                                  memory.doc_chunk_offset, memory.doc_num_chunks,
                                                  memory.max_doc_chunks)
@@ -111,13 +115,16 @@ def prefill_with_memory(cfg: ModelConfig, params, memory: MemoryView, cache: KVC
                         tokens: Array, positions: Array, k_time: Array, q_time: Array,
                         routing_mask: Array, select: SelectFn | None = None,
                         fetch: FetchFn | None = None, keep_doc_scores: bool = False,
-                        collect_hidden: bool = False):
+                        collect_hidden: bool = False, routing_rows: int | None = None):
     """Stage-2 prefill. tokens, positions, k_time, q_time, routing_mask [B, T].
+
+    routing_rows (static): the routing tokens of each row are compacted into that many query rows
+    before the scan (>= the most routing tokens of any row; None: all T rows are scanned, masked).
 
     Returns (hidden [B, T, D], cache (with each router layer's memory), (routing info per layer,
     hidden states or None)).
     """
     route = make_route(cfg, memory, routing_mask, select or local_select, fetch or local_fetch,
-                       keep_doc_scores)
+                       keep_doc_scores, routing_rows)
     return forward_step(cfg, params, cache, tokens, positions, k_time, q_time, route=route,
                         collect_hidden=collect_hidden)

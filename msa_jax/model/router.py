@@ -44,6 +44,31 @@ def reduce_mask(msa: MSAConfig, routing_mask: Array) -> tuple[Array, str]:
     return routing_mask & one_hot, "max"
 
 
+def routing_rows(msa: MSAConfig, routing_mask: Array, rows: int | None) -> tuple[Array, Array]:
+    """Where each row's routing-query tokens are, compacted to `rows` slots (static).
+
+    routing_mask [B, T] -> (index [B, rows] int32, mask [B, rows] bool): the tokens the kernel
+    reduces over (after `reduce_mask`, so `query_reduce="last"` keeps its one token), in order,
+    then padding slots (masked). The scan then scores `rows` query rows instead of the T of the
+    padded prompt. `rows` must be >= the count of routing tokens in every row (the host knows it:
+    inference.memory_generate.pack_rows); None keeps all T (index = arange(T), the mask as given).
+    `reduce_mask` of the compacted mask is the compacted mask (its one "last" token is slot 0).
+    """
+    b, t = routing_mask.shape
+    if rows is None:
+        return jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t)), routing_mask.astype(bool)
+    mask, _ = reduce_mask(msa, routing_mask)
+    if not 1 <= rows <= t:
+        raise ValueError(f"routing rows must be in [1, {t}] (the padded query length), got {rows}")
+    index = jnp.argsort(~mask, axis=1, stable=True)[:, :rows].astype(jnp.int32)  # masked first
+    return index, jnp.take_along_axis(mask, index, axis=1)
+
+
+def gather_rows(qr: Array, index: Array) -> Array:
+    """qr [B, T, N, H], index [B, R] (routing_rows) -> [B, R, N, H]."""
+    return jnp.take_along_axis(qr, index[:, :, None, None], axis=1)
+
+
 def document_scores(cfg: ModelConfig, qr: Array, routing_mask: Array, routing_keys: Array,
                     chunk_doc: Array, num_docs: int, cosine: bool) -> Array:
     """qr [B, T, N, H] raw router queries; routing_keys [C, K, H] -> doc scores [B, M] float32

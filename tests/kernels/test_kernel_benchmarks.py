@@ -62,7 +62,10 @@ def test_cpu_routing_bandwidth_runs(capsys, monkeypatch):
             "--repeats=1",
             "--block_chunks=256",
             "--probe_mb=8",
+            "--gemm=64",
         ],
     )
-    module.main()
-    assert "ratio vs copy bandwidth" in capsys.readouterr().out
+    figures = module.main()
+    out = capsys.readouterr().out
+    assert "fraction of roofline" in out and "72 routing tokens in a row of 128, scanned as 72 query rows" in out
+    assert figures["floor_s"] > 0 and figures["scan_s"] > 0
