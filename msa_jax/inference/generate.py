@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kernels_pallas.common import next_pow2
+from kernels_pallas.common import geometric_size, next_pow2
 from msa_jax.config import ModelConfig
 from msa_jax.inference.sampling import Sampling, next_token
 from msa_jax.model.cache import KVCache, empty_cache, step_times
@@ -32,10 +32,7 @@ def fine_bucket(n: int) -> int:
     to 8, then eight sizes per octave (< 12.5% padding, the series of the bank's view; a new size,
     a recompile, only past that)."""
     n = max(int(n), 1)
-    if n <= 8:
-        return bucket(n, 1)
-    step = (1 << (n - 1).bit_length()) // 16
-    return -(-n // step) * step
+    return bucket(n, 1) if n <= 8 else geometric_size(n, 1)
 
 
 def left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int):
