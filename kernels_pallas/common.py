@@ -1,5 +1,6 @@
-"""Helpers shared by every op: backend choice, Triton compiler params, padding, validation,
-the tolerance table used by the tests, and CUDA lowering without a GPU (jax.export)."""
+"""Helpers shared by every op: backend choice, Triton compiler params, the accumulation dtype,
+padding, validation, the tolerance table used by the tests, and CUDA lowering without a GPU
+(jax.export)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,14 @@ def tolerance(dtype, grad: bool = False) -> float:
     """Forward (or gradient, `grad=True`) tolerance for inputs of `dtype`."""
     tol = TOLERANCES[jnp.dtype(dtype)]
     return tol * GRAD_TOLERANCE_FACTOR if grad else tol
+
+
+def accum_dtype(dtype) -> jnp.dtype:
+    """The dtype statistics, accumulators, scores and losses are computed in for inputs of
+    `dtype`: float32 for bfloat16, float16 and float32; float64 for float64 (the float64
+    finite-difference gradient test, under jax_enable_x64). One rule for the XLA paths of the
+    kernels and the model (the Pallas kernels accumulate in float32)."""
+    return jnp.promote_types(dtype, jnp.float32)
 
 
 # ----------------------------------------------------------------------------- dispatch

@@ -208,6 +208,9 @@ def parse_router_layers(value: Any, num_layers: int) -> tuple[int, ...]:
     return tuple(sorted(set(items)))
 
 
+DTYPES = ("float32", "bfloat16", "float16", "float64")  # ModelConfig.dtype / param_dtype
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Qwen3 backbone (docs/msa.md §1), optional MSA settings, dtype and kernel policy."""
@@ -228,8 +231,11 @@ class ModelConfig:
     eos_token_id: int | tuple[int, ...] | None = None
     msa: MSAConfig | None = None
     # -- policy (not part of the checkpoint) -----------------------------------------------------
-    dtype: str = "float32"  # compute dtype of activations and matmuls
-    param_dtype: str = "float32"  # storage dtype of parameters
+    # compute dtype of activations and matmuls, and storage dtype of parameters: float32,
+    # bfloat16, float16, or float64 (needs jax_enable_x64; statistics, scores and losses then
+    # run in float64 too: for gradient checks against finite differences, not for checkpoints)
+    dtype: str = "float32"
+    param_dtype: str = "float32"
     kernel_implementation: str = "auto"  # "xla" | "pallas" | "auto" (Pallas on GPU)
     kernel_interpret: bool = False  # run Pallas kernels in interpret mode (CPU tests)
     remat: bool = False  # rematerialise each decoder layer in the backward pass (training)
@@ -239,8 +245,8 @@ class ModelConfig:
             raise ConfigError(
                 f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
         for name in ("dtype", "param_dtype"):
-            if getattr(self, name) not in ("float32", "bfloat16", "float16"):
-                raise ConfigError(f"{name}={getattr(self, name)!r}; expected float32|bfloat16|float16")
+            if getattr(self, name) not in DTYPES:
+                raise ConfigError(f"{name}={getattr(self, name)!r}; expected {'|'.join(DTYPES)}")
         if self.kernel_implementation not in ("xla", "pallas", "auto"):
             raise ConfigError(f"kernel_implementation={self.kernel_implementation!r}")
         if self.msa is not None and self.msa.router_layers and \

@@ -15,11 +15,14 @@ from kernels_pallas import common
 
 
 def _precision(dtype):
-    return lax.Precision.HIGHEST if jnp.dtype(dtype) == jnp.float32 else lax.Precision.DEFAULT
+    """Full precision for float32/float64 matmuls; bfloat16/float16 ones run at their own."""
+    wide = jnp.dtype(dtype) in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
+    return lax.Precision.HIGHEST if wide else lax.Precision.DEFAULT
 
 
 def _attend_chunk(q, q_seg, q_pos, k, v, k_seg, k_pos, scale):
-    """q [B, T, N, H]; k, v [B, S, K, H]; metadata int32 -> [B, T, N, H] float32.
+    """q [B, T, N, H]; k, v [B, S, K, H]; metadata int32 -> [B, T, N, H] in
+    common.accum_dtype(q.dtype) (float32, or float64 for float64 inputs).
 
     Batched 3-D matmuls over (batch, KV head) with the G query heads of a group stacked along the
     rows: a 5-D einsum here ran ~3x slower on XLA:CPU."""
@@ -27,9 +30,10 @@ def _attend_chunk(q, q_seg, q_pos, k, v, k_seg, k_pos, scale):
     s_len, kh = k.shape[1], k.shape[2]
     g = n // kh
     prec = _precision(q.dtype)
+    acc = common.accum_dtype(q.dtype)
     qg = q.reshape(b, t, kh, g, h).transpose(0, 2, 3, 1, 4).reshape(b * kh, g * t, h)  # [BK, GT, H]
     kt = k.transpose(0, 2, 3, 1).reshape(b * kh, h, s_len)  # [BK, H, S]
-    s = jnp.matmul(qg, kt, precision=prec, preferred_element_type=jnp.float32) * scale
+    s = jnp.matmul(qg, kt, precision=prec, preferred_element_type=acc) * scale
     s = s.reshape(b, kh, g, t, s_len)  # [B, K, G, T, S]
     visible = (
         (k_seg[:, None, :] == q_seg[:, :, None])
@@ -42,7 +46,7 @@ def _attend_chunk(q, q_seg, q_pos, k, v, k_seg, k_pos, scale):
     m = jnp.where(jnp.isfinite(m), m, 0.0)  # rows with nothing visible
     p = jnp.exp(s - m)  # [B, K, G, T, S]; 0 where masked
     denom = jnp.sum(p, axis=-1).reshape(b * kh, g * t, 1)
-    vt = v.astype(jnp.float32).transpose(0, 2, 1, 3).reshape(b * kh, s_len, h)  # [BK, S, H]
+    vt = v.astype(acc).transpose(0, 2, 1, 3).reshape(b * kh, s_len, h)  # [BK, S, H]
     out = jnp.matmul(p.reshape(b * kh, g * t, s_len), vt, precision=lax.Precision.HIGHEST)
     out = out / jnp.where(denom > 0, denom, 1.0)  # normalise after P.V: [BK, GT, H]
     return out.reshape(b, kh, g, t, h).transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
@@ -50,7 +54,7 @@ def _attend_chunk(q, q_seg, q_pos, k, v, k_seg, k_pos, scale):
 
 def masked_attention(q, q_seg, q_pos, k, v, k_seg, k_pos, *, scale: float, block_q: int = 512):
     """q [B, T, N, H]; q_seg, q_pos [B, T]; k, v [B, S, K, H]; k_seg, k_pos [B, S] -> [B, T, N, H]
-    in q.dtype (float32 accumulation)."""
+    in q.dtype (accumulated in common.accum_dtype(q.dtype): float32, or float64)."""
     t = q.shape[1]
     if t <= block_q:
         return _attend_chunk(q, q_seg, q_pos, k, v, k_seg, k_pos, scale).astype(q.dtype)

@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from kernels_pallas import common
+
 EPS = 1e-6
 # Tuned with benchmarks/kernels/cpu_routing_bandwidth.py and A/B runs of the same shapes
 # (docs/kernels.md). With 2-16 query rows on XLA:CPU, a fused multiply + row-sum over K*H
@@ -54,10 +56,11 @@ def default_block_chunks(rows: int, chunks: int) -> int:
 
 
 def prepare_queries(qr, *, num_kv_heads: int, similarity: str, scale: float, head_reduce: str):
-    """qr [B, T, N, H] -> effective routing queries [B, T, NQ, H] float32.
+    """qr [B, T, N, H] -> effective routing queries [B, T, NQ, H] in common.accum_dtype(qr.dtype)
+    (float32, or float64 for float64 inputs; so are the scores below).
     "mean": NQ = K (group-summed, divided by N; heads then reduce by sum); "max": NQ = N."""
     b, t, n, h = qr.shape
-    q = qr.astype(jnp.float32)
+    q = qr.astype(common.accum_dtype(qr.dtype))
     if similarity == "cosine":
         q = q / jnp.maximum(jnp.linalg.norm(q, axis=-1, keepdims=True), EPS)
     else:
@@ -75,24 +78,26 @@ def fold_token_mean(q, q_mask, query_reduce: str, head_reduce: str):
     if query_reduce != "mean" or head_reduce != "mean":
         return q, q_mask, query_reduce
     m = q_mask[:, :, None, None]
-    count = jnp.maximum(jnp.sum(q_mask, axis=1), 1).astype(jnp.float32)[:, None, None, None]
+    count = jnp.maximum(jnp.sum(q_mask, axis=1), 1).astype(q.dtype)[:, None, None, None]
     mean = jnp.sum(jnp.where(m, q, 0.0), axis=1, keepdims=True) / count
     return mean, jnp.any(q_mask, axis=1, keepdims=True), "max"
 
 
 def tile_scores(q, kr_tile, *, num_kv_heads: int, similarity: str, head_reduce: str):
-    """q [B, T, NQ, H] (prepared); kr_tile [c, K*H] -> head-reduced scores [c, B, T] float32.
+    """q [B, T, NQ, H] (prepared); kr_tile [c, K*H] -> head-reduced scores [c, B, T] in
+    common.accum_dtype(kr_tile.dtype).
 
     Chunk-major 2-D matmuls that stream the tile once: "mean" is one [c, K*H] x [K*H, B*T] GEMM
     (or, for 2-16 rows on CPU, a fused multiply + row-sum); "max" is one [c, H] x [H, B*T*G] GEMM
     per KV head. (A 3-operand einsum over (k, h) ran ~10x slower on XLA:CPU.)"""
     b, t, nq, h = q.shape
     c, k = kr_tile.shape[0], num_kv_heads
-    kr = kr_tile.astype(jnp.float32)
+    acc = common.accum_dtype(kr_tile.dtype)
+    kr = kr_tile.astype(acc)
     if similarity == "cosine":
         kr = kr.reshape(c, k, h)
         kr = (kr / jnp.maximum(jnp.linalg.norm(kr, axis=-1, keepdims=True), EPS)).reshape(c, k * h)
-    q = q.astype(jnp.float32)
+    q = q.astype(acc)
     hp = lax.Precision.HIGHEST
     if head_reduce == "mean":  # NQ == K
         q = q.reshape(b * t, k * h)
@@ -134,7 +139,7 @@ def token_reduce(s, query_reduce: str):
 
 def finalize_token_reduce(partial, q_mask, query_reduce: str):
     """[B, C] partial (max, or sum) -> chunk scores [B, C]; rows with no masked token get -inf."""
-    count = jnp.sum(q_mask, axis=1).astype(jnp.float32)[:, None]  # [B, 1]
+    count = jnp.sum(q_mask, axis=1).astype(common.accum_dtype(partial.dtype))[:, None]  # [B, 1]
     scores = partial / jnp.maximum(count, 1.0) if query_reduce == "mean" else partial
     return jnp.where(count > 0, scores, -jnp.inf)
 
@@ -147,7 +152,8 @@ def chunks_to_documents(chunk_scores, chunk_doc, num_docs: int, chunk_reduce: st
     if chunk_reduce == "max":
         docs = jax.ops.segment_max(s, seg, num_segments=num_docs + 1)
     else:
-        count = jax.ops.segment_sum(jnp.ones_like(seg, jnp.float32), seg, num_segments=num_docs + 1)
+        ones = jnp.ones_like(seg, common.accum_dtype(chunk_scores.dtype))
+        count = jax.ops.segment_sum(ones, seg, num_segments=num_docs + 1)
         docs = (
             jax.ops.segment_sum(s, seg, num_segments=num_docs + 1)
             / jnp.maximum(count, 1.0)[:, None]
@@ -157,7 +163,7 @@ def chunks_to_documents(chunk_scores, chunk_doc, num_docs: int, chunk_reduce: st
 
 
 def chunk_partials(q, q_mask, kr, *, similarity, head_reduce, query_reduce, block_chunks):
-    """Streams kr [C, K, H] in tiles -> token-reduced partials [B, C] float32."""
+    """Streams kr [C, K, H] in tiles -> token-reduced partials [B, C] (float32, or float64)."""
     c, k, h = kr.shape
     flat = kr.reshape(c, k * h)  # a bitcast, no copy
     q = mask_queries(q, q_mask, query_reduce)
@@ -192,7 +198,8 @@ def routing_chunk_scores(
     block_chunks=None,
     partials=None,
 ):
-    """qr [B, T, N, H], q_mask [B, T] bool, kr [C, K, H] -> [B, C] float32 chunk scores.
+    """qr [B, T, N, H], q_mask [B, T] bool, kr [C, K, H] -> [B, C] float32 chunk scores (float64
+    for float64 inputs).
 
     `partials` computes the token-reduced partials [B, C] from the prepared queries (the Pallas
     scan passes its kernel); default: this module's tiled XLA `chunk_partials`."""
@@ -237,7 +244,8 @@ def routing_doc_scores(
     block_chunks=None,
     partials=None,
 ):
-    """-> [B, M] float32 document scores (see SPEC.md §1); `partials` as routing_chunk_scores."""
+    """-> [B, M] float32 (float64 for float64 inputs) document scores (see SPEC.md §1);
+    `partials` as routing_chunk_scores."""
     chunk = routing_chunk_scores(
         qr,
         q_mask,

@@ -79,5 +79,6 @@ def forward_step(cfg: ModelConfig, params, cache: KVCache, tokens: Array, positi
 
 
 def logits_of(cfg: ModelConfig, params, h: Array) -> Array:
-    """Final-normed hidden [B, T, D] -> logits [B, T, V] float32."""
+    """Final-normed hidden [B, T, D] -> logits [B, T, V] in accum_dtype(cfg.dtype): float32, or
+    float64 for a float64 model."""
     return Transformer(cfg).apply({"params": params}, h, method=Transformer.logits)

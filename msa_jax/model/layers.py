@@ -12,6 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kernels_pallas.common import accum_dtype
+
 Array = jax.Array
 
 
@@ -21,7 +23,8 @@ def _param(module: nn.Module, name: str, init, shape: Sequence[int], axes: Seque
 
 
 class RMSNorm(nn.Module):
-    """y = weight * cast(x * rsqrt(mean(x^2) + eps)) with the statistics in float32."""
+    """y = weight * cast(x * rsqrt(mean(x^2) + eps)) with the statistics in accum_dtype(x.dtype)
+    (float32, or float64 for float64 inputs)."""
 
     eps: float
     axis_name: str = "embed"
@@ -31,7 +34,7 @@ class RMSNorm(nn.Module):
     def __call__(self, x: Array) -> Array:
         weight = _param(self, "scale", nn.initializers.ones, (x.shape[-1],), (self.axis_name,),
                         self.param_dtype)
-        xf = x.astype(jnp.float32)
+        xf = x.astype(accum_dtype(x.dtype))
         y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
         return weight.astype(x.dtype) * y.astype(x.dtype)
 
@@ -91,16 +94,18 @@ class Embed(nn.Module):
         return jnp.einsum("btd,vd->btv", x.astype(self.dtype), self.embedding.astype(self.dtype))
 
 
-def rope_inv_freq(head_dim: int, theta: float) -> Array:
-    """theta^(-2i/H) for i < H/2, float32 (as transformers computes it)."""
-    exponent = jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim
+def rope_inv_freq(head_dim: int, theta: float, dtype=jnp.float32) -> Array:
+    """theta^(-2i/H) for i < H/2 in `dtype` (float32: as transformers computes it)."""
+    exponent = jnp.arange(0, head_dim, 2, dtype=dtype) / head_dim
     return 1.0 / (theta ** exponent)
 
 
 def apply_rope(x: Array, positions: Array, theta: float) -> Array:
-    """Rotate-half RoPE. x [B, T, heads, H]; positions [B, T] (document-wise or absolute)."""
-    inv_freq = rope_inv_freq(x.shape[-1], theta)  # [H/2]
-    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, H/2]
+    """Rotate-half RoPE. x [B, T, heads, H]; positions [B, T] (document-wise or absolute). The
+    angles are computed in accum_dtype(x.dtype) (float32, or float64 for float64 inputs)."""
+    acc = accum_dtype(x.dtype)
+    inv_freq = rope_inv_freq(x.shape[-1], theta, acc)  # [H/2]
+    angles = positions.astype(acc)[..., None] * inv_freq  # [B, T, H/2]
     angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]  # [B, T, 1, H]
     cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
     x1, x2 = jnp.split(x, 2, axis=-1)

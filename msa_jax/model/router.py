@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from kernels_pallas import routing_doc_scores, topk_documents
+from kernels_pallas.common import accum_dtype
 from msa_jax.config import MSAConfig, ModelConfig
 
 Array = jax.Array
@@ -18,8 +19,9 @@ Array = jax.Array
 
 def routing_query(qr: Array, head_dim: int, cosine: bool) -> Array:
     """The routing query as it meets the pooled router keys: L2-normalised over H for cosine,
-    else scaled by H^-0.5 (the reference's inference rule). qr [B, T, N, H] -> float32."""
-    qr = qr.astype(jnp.float32)
+    else scaled by H^-0.5 (the reference's inference rule). qr [B, T, N, H] -> accum_dtype
+    (float32, or float64 for float64 inputs)."""
+    qr = qr.astype(accum_dtype(qr.dtype))
     if cosine:
         return qr / jnp.maximum(jnp.linalg.norm(qr, axis=-1, keepdims=True), 1e-6)
     return qr * head_dim ** -0.5
@@ -72,7 +74,8 @@ def gather_rows(qr: Array, index: Array) -> Array:
 def document_scores(cfg: ModelConfig, qr: Array, routing_mask: Array, routing_keys: Array,
                     chunk_doc: Array, num_docs: int, cosine: bool) -> Array:
     """qr [B, T, N, H] raw router queries; routing_keys [C, K, H] -> doc scores [B, M] float32
-    (-inf for documents that are absent or rows without routing tokens)."""
+    (float64 for a float64 model; -inf for documents that are absent or rows without routing
+    tokens)."""
     msa = cfg.msa
     mask, query_reduce = reduce_mask(msa, routing_mask)
     q = routing_query(qr, cfg.head_dim, cosine)

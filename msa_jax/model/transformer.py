@@ -19,6 +19,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from kernels_pallas.common import accum_dtype
 from msa_jax.config import ModelConfig
 from msa_jax.model.layers import MLP, Einsum, Embed, RMSNorm, apply_rope
 from msa_jax.sharding import constrain
@@ -142,12 +143,12 @@ class Transformer(nn.Module):
         hidden[-1] = x
         return x, tuple(extras), (tuple(hidden) if collect_hidden else None)
 
-    def logits(self, x: Array) -> Array:  # [B, T, D] -> [B, T, V] float32
+    def logits(self, x: Array) -> Array:  # [B, T, D] -> [B, T, V] accum_dtype (f32 or f64)
         if self.cfg.tie_word_embeddings:
             out = self.embed_tokens.attend(x)
         else:
             out = self.lm_head(x)
-        return out.astype(jnp.float32)
+        return out.astype(accum_dtype(out.dtype))
 
     def embed(self, tokens: Array) -> Array:
         return self.embed_tokens(tokens)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from kernels_pallas.common import accum_dtype
+
 from msa_jax.config import ModelConfig
 from msa_jax.errors import ConfigError
 
@@ -21,9 +23,9 @@ def check_method(method: str) -> None:
 
 def lm_loss(logits: Array, labels: Array) -> Array:
     """Mean next-token cross-entropy: logits[:, t] predict labels[:, t + 1] (labels -100 ignored).
-    logits [B, L, V] float32, labels [B, L]."""
+    logits [B, L, V], labels [B, L]; computed in accum_dtype(logits.dtype) (float32, or float64)."""
     target = labels[:, 1:]
-    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
+    logp = jax.nn.log_softmax(logits[:, :-1].astype(accum_dtype(logits.dtype)), axis=-1)
     valid = target != IGNORE
     nll = -jnp.take_along_axis(logp, jnp.where(valid, target, 0)[..., None], axis=-1)[..., 0]
     return jnp.sum(jnp.where(valid, nll, 0.0)) / jnp.maximum(valid.sum(), 1)

@@ -22,6 +22,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from kernels_pallas.common import accum_dtype
 from msa_jax import sharding
 from msa_jax.config import ModelConfig
 from msa_jax.errors import InputError
@@ -66,7 +67,9 @@ def loss_and_metrics(cfg: ModelConfig, params, batch: TrainBatch, num_docs: int,
 
 
 def global_norm(tree) -> Array:
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+    """sqrt of the sum of squares of every leaf, in accum_dtype (float32, or float64)."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(accum_dtype(x.dtype))))
+                        for x in jax.tree.leaves(tree)))
 
 
 def make_step(cfg: ModelConfig, ocfg: optim.OptimConfig, tx: optax.GradientTransformation,

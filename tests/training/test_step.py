@@ -1,5 +1,6 @@
-"""The training loss and step: golden losses, gradients against central finite differences,
-the router's gradient paths, remat, bf16 compute over float32 master weights, CUDA lowering."""
+"""The training loss and step: golden losses, remat, bf16 compute over float32 master weights,
+CUDA lowering. The gradient against central finite differences and the router's gradient paths
+are checked in float64: tests/training/test_grad_float64.py (which reuses CFG and the helpers)."""
 
 import dataclasses
 import functools
@@ -13,7 +14,7 @@ import pytest
 from kernels_pallas import common
 from msa_jax.config import preset
 from msa_jax.model.params import abstract_params, init_params
-from msa_jax.model.train_forward import TrainBatch, train_forward
+from msa_jax.model.train_forward import TrainBatch
 from msa_jax.training import optim
 from msa_jax.training import step as st
 from tests.conftest import golden_dirs
@@ -44,11 +45,6 @@ def grad_of(cfg, params, batch, lm_w=1.0, aux_w=0.1):
     return jax.grad(lambda p: st.loss_and_metrics(cfg, p, batch, M, lm_w, aux_w)[0])(params)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def selected(cfg, params, batch):
-    return train_forward(cfg, params, batch, M).selected
-
-
 @pytest.mark.parametrize("path", golden_dirs(), ids=lambda p: p.rsplit("/", 1)[-1])
 def test_loss_reproduces_the_golden_training_losses(path):
     fx = Fixture(path)
@@ -62,87 +58,6 @@ def test_loss_reproduces_the_golden_training_losses(path):
                       ("aux_loss", metrics["aux_loss"])):
         want = float(fx.want(f"train/{name}"))
         assert abs(float(got) - want) <= tol["atol"] + tol["rtol"] * abs(want), name
-
-
-def _directional_fd(cfg, params, batch, direction, eps, **weights):
-    plus = jax.tree.map(lambda p, d: p + eps * d, params, direction)
-    minus = jax.tree.map(lambda p, d: p - eps * d, params, direction)
-    for p in (plus, minus):  # the hard top-k must not flip inside the stencil
-        for a, b in zip(selected(cfg, p, batch), selected(cfg, params, batch)):
-            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    f = lambda p: float(loss_of(cfg, p, batch, **weights))  # noqa: E731
-    return (f(plus) - f(minus)) / (2 * eps)
-
-
-def _unit(tree, keep):
-    """The tree restricted to the leaves `keep(path)` selects, scaled to unit norm."""
-    picked = jax.tree_util.tree_map_with_path(
-        lambda path, x: x if keep(st._path_names(path)) else jnp.zeros_like(x), tree)
-    norm = float(st.global_norm(picked))
-    assert norm > 0
-    return jax.tree.map(lambda x: x / norm, picked)
-
-
-SUBSETS = {
-    "everything": lambda names: True,
-    "router projections": lambda names: any(n.startswith("router_") for n in names),
-    "layer 0 MLP": lambda names: names[0] == "layers_0" and "mlp" in names,
-    "final norm": lambda names: names[0] == "norm",
-}
-
-
-@pytest.mark.parametrize("subset", list(SUBSETS))
-def test_gradient_matches_central_differences(subset):
-    """Directional derivative along the gradient restricted to a subset, against central
-    differences of the loss. float32: the model keeps its statistics, RoPE, pooling and
-    attention accumulators in float32 explicitly, so a float64 run would still compute in
-    float32; eps = 1e-3 along a unit direction puts the rounding error of the loss (~1e-6)
-    near 1e-3 of a derivative of order 1: rtol 1e-2."""
-    params = init_params(CFG, 1)
-    batch = batch_of(CFG)
-    g = grad_of(CFG, params, batch)
-    u = _unit(g, SUBSETS[subset])
-    analytic = sum(float(jnp.vdot(a, b)) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(u)))
-    fd = _directional_fd(CFG, params, batch, u, 1e-3)
-    assert fd == pytest.approx(analytic, rel=1e-2), (fd, analytic)
-
-
-def _doc_only_rows(batch):
-    tokens, roles, mask = (np.asarray(x) for x in (batch.tokens, batch.roles, batch.mask))
-    docs = set(tokens[(roles > 0) & (mask > 0)].tolist())
-    active = set(tokens[(roles <= 0) & (mask > 0)].tolist())
-    return np.asarray(sorted(docs - active))
-
-
-def test_lm_loss_reaches_document_encodings_through_pooled_kv():
-    """Embedding rows of tokens that occur only inside documents: the LM loss (aux weight 0)
-    reaches them only through the selected documents' pooled K/V. Non-zero, and equal to
-    central differences."""
-    params = init_params(CFG, 1)
-    batch = batch_of(CFG)
-    rows = _doc_only_rows(batch)
-    g = grad_of(CFG, params, batch, lm_w=1.0, aux_w=0.0)
-    emb = np.asarray(g["embed_tokens"]["embedding"])
-    assert np.abs(emb[rows]).max() > 0
-    direction = jax.tree.map(jnp.zeros_like, params)
-    d = np.zeros_like(emb)
-    d[rows] = emb[rows] / np.linalg.norm(emb[rows])
-    direction["embed_tokens"]["embedding"] = jnp.asarray(d)
-    fd = _directional_fd(CFG, params, batch, direction, 1e-3, lm_w=1.0, aux_w=0.0)
-    assert fd == pytest.approx(float(np.linalg.norm(emb[rows])), rel=1e-2)
-
-
-def test_lm_loss_gives_router_projections_no_gradient():
-    params = init_params(CFG, 1)
-    batch = batch_of(CFG)
-    lm_only = grad_of(CFG, params, batch, lm_w=1.0, aux_w=0.0)
-    aux_only = grad_of(CFG, params, batch, lm_w=0.0, aux_w=1.0)
-    for layer in CFG.msa.router_layers:
-        for name in ("router_q_proj", "router_k_proj"):
-            lm = np.asarray(lm_only[f"layers_{layer}"]["self_attn"][name]["kernel"])
-            aux = np.asarray(aux_only[f"layers_{layer}"]["self_attn"][name]["kernel"])
-            assert np.all(lm == 0), f"layer {layer} {name}: LM loss reaches the router"
-            assert np.abs(aux).max() > 0, f"layer {layer} {name}: no routing-loss gradient"
 
 
 def test_remat_computes_the_same_loss_and_gradient():
