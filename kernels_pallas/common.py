@@ -82,6 +82,13 @@ def next_pow2(n: int, minimum: int = 1) -> int:
     return max(int(minimum), pow2)
 
 
+def prev_pow2(n: int) -> int:
+    """The power of two <= n (n >= 1)."""
+    if n < 1:
+        raise ValueError(f"prev_pow2 needs n >= 1, got {n}")
+    return 1 << (int(n).bit_length() - 1)
+
+
 def geometric_size(n: int, minimum: int, steps_per_octave: int = 8) -> int:
     """max(n, minimum) rounded up to a multiple of 2**floor(log2 n) / s (s = steps_per_octave):
     s evenly spaced sizes between consecutive powers of two, so at most 1/s padding, and a new

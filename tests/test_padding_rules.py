@@ -1,5 +1,5 @@
 """One set of rules for padded sizes (kernels_pallas/common.py: cdiv, round_up, next_pow2,
-geometric_size), checked against direct oracles, and no other module rounding by hand."""
+prev_pow2, geometric_size), checked against direct oracles, and no other module rounding by hand."""
 
 import pathlib
 import re
@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import kernels_pallas
-from kernels_pallas.common import cdiv, geometric_size, next_pow2, round_up
+from kernels_pallas.common import cdiv, geometric_size, next_pow2, prev_pow2, round_up
 
 ROOT = pathlib.Path(kernels_pallas.__file__).resolve().parents[1]
 COMMON = ROOT / "kernels_pallas" / "common.py"
@@ -43,6 +43,12 @@ def test_next_pow2():
         for minimum in (1, 8, 16):
             want = max(minimum, min(p for p in powers if p >= n))
             assert next_pow2(n, minimum) == want, (n, minimum)
+
+
+def test_prev_pow2():
+    powers = [2 ** e for e in range(20)]
+    for n in range(1, 5000):
+        assert prev_pow2(n) == max(p for p in powers if p <= n), n
 
 
 def _geometric_oracle(n: int, minimum: int) -> int:

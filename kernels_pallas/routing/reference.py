@@ -51,7 +51,7 @@ def default_block_chunks(rows: int, chunks: int) -> int:
     if rows <= ELEMENTWISE_ROWS[1]:
         return chunks if chunks * rows * 4 <= WHOLE_TIER_SCORE_BYTES else BLOCK_CHUNKS
     fit = SCORE_TILE_BYTES // (4 * rows)
-    tile = max(1 << (fit.bit_length() - 1), MIN_BLOCK_CHUNKS)
+    tile = max(common.prev_pow2(max(fit, 1)), MIN_BLOCK_CHUNKS)
     return chunks if chunks <= tile else tile
 
 
