@@ -40,9 +40,16 @@ class BankSpec:
 
 
 class DocumentSlots:
-    """Document-slot bookkeeping shared by banks: `doc_ids[slot]` is None for a deleted slot."""
+    """Document-slot bookkeeping shared by banks: `doc_ids[slot]` is None for a deleted slot;
+    `_slot` maps every live id to its slot (kept in step with `doc_ids` by the bank's add and
+    delete, rebuilt by `_index_ids` when `doc_ids` is replaced), so looking a document up and
+    counting documents cost O(1), not a pass over the bank."""
 
     doc_ids: list[str | None]
+    _slot: dict[str, int]
+
+    def _index_ids(self):
+        self._slot = {d: i for i, d in enumerate(self.doc_ids) if d is not None}
 
     @property
     def num_slots(self) -> int:
@@ -51,7 +58,13 @@ class DocumentSlots:
 
     @property
     def num_docs(self) -> int:
-        return sum(d is not None for d in self.doc_ids)
+        return len(self._slot)
+
+    def slot_of(self, doc_id: str) -> int:
+        slot = self._slot.get(str(doc_id))
+        if slot is None:
+            raise BankError(f"document {doc_id!r} is not in the bank")
+        return slot
 
     def live_slots(self) -> list[int]:
         return [i for i, d in enumerate(self.doc_ids) if d is not None]
@@ -72,6 +85,7 @@ class MemoryBank(DocumentSlots):
         self.doc_chunk_offset: list[int] = []
         self.doc_num_chunks: list[int] = []
         self.doc_ids: list[str | None] = []  # None: deleted slot
+        self._slot: dict[str, int] = {}
         self.doc_tokens: list[tuple[int, ...] | None] = []
         self.doc_texts: list[str | None] = []
         self._view_cache: dict = {}
@@ -99,12 +113,6 @@ class MemoryBank(DocumentSlots):
         return {"routing": per["routing_keys"], "content": per["content_k"] + per["content_v"]}
 
     # -- documents -------------------------------------------------------------------------------
-    def slot_of(self, doc_id: str) -> int:
-        try:
-            return self.doc_ids.index(str(doc_id))
-        except ValueError:
-            raise BankError(f"document {doc_id!r} is not in the bank") from None
-
     def _reserve(self, n_chunks: int):
         need = self._num_chunks + n_chunks
         have = self._chunk_doc.shape[0]
@@ -123,11 +131,11 @@ class MemoryBank(DocumentSlots):
                texts: Sequence[str | None], num_chunks: Sequence[int], routing_keys: np.ndarray,
                content_k: np.ndarray, content_v: np.ndarray):
         """Append encoded documents: their pooled chunks [R, sum(num_chunks), K, H], in order."""
-        live = {d for d in self.doc_ids if d is not None}
-        for i in ids:
-            if str(i) in live:
+        new: set[str] = set()
+        for i in map(str, ids):
+            if i in self._slot or i in new:
                 raise BankError(f"document id {i!r} is already in the bank")
-            live.add(str(i))
+            new.add(i)
         total = int(sum(num_chunks))
         for name, arr in (("routing_keys", routing_keys), ("content_k", content_k),
                           ("content_v", content_v)):
@@ -145,6 +153,7 @@ class MemoryBank(DocumentSlots):
             self.doc_chunk_offset.append(at)
             self.doc_num_chunks.append(int(n))
             self.doc_ids.append(str(doc_id))
+            self._slot[str(doc_id)] = slot
             self.doc_tokens.append(tuple(int(t) for t in toks))
             self.doc_texts.append(text)
             at += n
@@ -153,12 +162,13 @@ class MemoryBank(DocumentSlots):
 
     def delete(self, doc_ids: Iterable[str]):
         """Remove documents; nothing else is re-encoded."""
-        slots = [self.slot_of(d) for d in doc_ids]
+        slots = list(dict.fromkeys(self.slot_of(d) for d in doc_ids))  # each slot once
         for s in slots:
             off, n = self.doc_chunk_offset[s], self.doc_num_chunks[s]
             self._chunk_doc[off:off + n] = -1
             for arr in self._tiers.values():
                 arr[:, off:off + n] = 0
+            del self._slot[self.doc_ids[s]]
             self.doc_ids[s] = self.doc_tokens[s] = self.doc_texts[s] = None
             self.doc_num_chunks[s] = 0
         while self.doc_ids and self.doc_ids[-1] is None:  # trim trailing tombstones

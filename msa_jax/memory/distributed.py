@@ -143,6 +143,7 @@ class DistributedBank(DocumentSlots):
         self.doc_num_chunks = [int(c) for part in counts for c in part]
         meta = _allgather_json([local.doc_ids, local.doc_texts])
         self.doc_ids = [d for ids, _ in meta for d in ids]
+        self._index_ids()
         self.doc_texts = [t for _, texts in meta for t in texts]
         first = int(self.slot_offset[self.process])
         self.doc_tokens = [None] * len(self.doc_ids)

@@ -194,3 +194,44 @@ def test_bad_input(model):
     bank.delete(["d0", "d1"])
     with pytest.raises(BankError, match="no documents"):
         model.ask_tokens([QueryRow.build(([7, 8], ROUTING))], bank)
+
+
+def test_document_lookup_follows_add_delete_and_compact():
+    """slot_of / num_docs (an id -> slot index kept by the bank) against a scan of doc_ids after
+    every operation; a repeated id within one append is refused, a repeated id in delete is
+    deleted once."""
+    from msa_jax.memory.bank import BankSpec, MemoryBank
+
+    spec = BankSpec("fp", num_router_layers=1, num_kv_heads=1, head_dim=2, pooling_size=4,
+                    dtype="float32")
+    bank = MemoryBank(spec, np.zeros((1, 1, 1, 2), np.float32), np.zeros((1, 1, 1, 2), np.float32))
+
+    def add(ids):
+        n = len(ids)
+        tier = np.arange(2 * n, dtype=np.float32).reshape(spec.chunk_shape(n))
+        bank.append(ids, [[1]] * n, [None] * n, [1] * n, tier, tier, tier)
+
+    def check():
+        live = [d for d in bank.doc_ids if d is not None]
+        assert bank.num_docs == len(live)
+        for d in live:
+            assert bank.slot_of(d) == bank.doc_ids.index(d)
+        with pytest.raises(BankError, match="not in the bank"):
+            bank.slot_of("absent")
+
+    add(["a", "b", "c", "d"])
+    check()
+    with pytest.raises(BankError, match="already in the bank"):
+        add(["e", "e"])
+    with pytest.raises(BankError, match="already in the bank"):
+        add(["b"])
+    check()
+    bank.delete(["b", "b"])
+    check()
+    bank.delete(["d"])  # trailing: trimmed
+    check()
+    add(["d", "e"])
+    check()
+    bank.compact()
+    check()
+    assert [d for d in bank.doc_ids] == ["a", "c", "d", "e"]
