@@ -24,7 +24,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from msa_jax.data.template import END_OF_TEXT, IM_END, PAD, SPECIAL_TOKENS
-from msa_jax.errors import InputError, TokenizerError
+from msa_jax.errors import InputError, TokenizerError, parse_json
 
 BYTE_TOKENIZER_FILE = "msa_tokenizer.json"
 HF_TOKENIZER_FILE = "tokenizer.json"
@@ -222,11 +222,8 @@ class ByteTokenizer(Tokenizer):
 
 
 def _read_json(path: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise TokenizerError(f"{path}, line {e.lineno}: malformed JSON: {e.msg}") from None
+    with open(path, "rb") as f:
+        return parse_json(f.read(), path, TokenizerError)
 
 
 def _import_tokenizers():

@@ -22,9 +22,9 @@ import os
 
 import numpy as np
 
+from msa_jax.atomic import atomic_directory, claim, recover_for_reading
 from msa_jax.errors import parse_json
 from msa_jax.memory.bank import BankError, BankSpec, MemoryBank
-from msa_jax.atomic import atomic_directory, claim, recover_for_reading
 
 FORMAT_VERSION = 1
 _ARRAYS = ("routing_keys", "content_k", "content_v")
