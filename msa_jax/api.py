@@ -97,11 +97,9 @@ class MSAModel:
             positions = jnp.broadcast_to(jnp.arange(ids.shape[1], dtype=jnp.int32), ids.shape)
         return _logits(self.cfg, self.params, ids, jnp.asarray(positions, jnp.int32))
 
-    def _encode_text(self, text: str, allow_special: bool = False, what: str = "the text",
-                     room: int | None = None) -> list[int]:
-        """Token ids of `text`, each checked to be in the model's vocabulary. A text that cannot
-        fit in `room` positions (default: all the model has) is refused by its length before it
-        is tokenized, where the tokenizer bounds the characters per token."""
+    def _check_text_length(self, text: str, what: str, room: int | None = None):
+        """Refuse, before tokenizing, a text that cannot fit in `room` positions (default: all
+        the model has), where the tokenizer bounds the characters per token."""
         tok = self.tokenizer
         if tok is None:
             raise InputError("this model has no tokenizer: pass token ids instead of text")
@@ -111,7 +109,14 @@ class MSAModel:
             raise InputError(f"{what} has {len(text):,} characters, more than {max(room, 0):,} "
                              f"tokens of at most {per_token} characters can hold (the model's "
                              f"max_position_embeddings is {self.cfg.max_position_embeddings:,})")
-        ids = tok.encode(text, allow_special=allow_special)
+
+    def _encode_text(self, text: str, allow_special: bool = False, what: str = "the text",
+                     room: int | None = None) -> list[int]:
+        """Token ids of `text`, each checked to be in the model's vocabulary. A text that cannot
+        fit in `room` positions (default: all the model has) is refused by its length before it
+        is tokenized, where the tokenizer bounds the characters per token."""
+        self._check_text_length(text, what, room)
+        ids = self.tokenizer.encode(text, allow_special=allow_special)
         check_token_ids(ids, self.cfg.vocab_size, what)
         return ids
 
@@ -251,8 +256,8 @@ class MSAModel:
         sampling = Sampling(temperature, top_p, seed)
         # refused by its length before it is tokenized when it cannot fit (the exact check is on
         # the query row, below and in every Memory Interleave round)
-        self._encode_text(question, what="the question",
-                          room=self.cfg.max_position_embeddings - self.cfg.msa.query_offset)
+        self._check_text_length(question, "the question",
+                                self.cfg.max_position_embeddings - self.cfg.msa.query_offset)
         if not interleave:
             row = question_row(_KnownIds(self), self.template, question, interleave=False)
             stop = [self.tokenizer.token_id(self.template.answer_end)] \
