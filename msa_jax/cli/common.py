@@ -236,11 +236,16 @@ def load_bank(path: str, checksums: bool = True):
 def attach_byte_tokenizer(cfg):
     """(cfg with the ByteTokenizer's pad / eos ids and chat prefix, tokenizer), or (cfg, None)
     when the vocabulary is too small for it."""
-    import dataclasses
-
     from msa_jax.data import ByteTokenizer
 
-    tok = ByteTokenizer()
+    return attach_tokenizer(cfg, ByteTokenizer())
+
+
+def attach_tokenizer(cfg, tok):
+    """(cfg with `tok`'s pad / eos ids and chat prefix, tok), or (cfg, None) when the model's
+    vocabulary is too small for it."""
+    import dataclasses
+
     if cfg.vocab_size < tok.vocab_size:
         return cfg, None
     cfg = cfg.replace(pad_token_id=tok.pad_id, eos_token_id=tuple(tok.eos_ids))

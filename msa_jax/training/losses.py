@@ -85,6 +85,15 @@ def routing_loss(cfg: ModelConfig, doc_scores: tuple[Array, ...], doc_labels: Ar
     return jnp.sum(jnp.where(ok, loss, 0.0)) / jnp.maximum(ok.sum(), 1)
 
 
+def batch_labels(doc_labels: Array) -> Array:
+    """doc_labels [B, M] -> [B, B * (M + 1)] aligned with train_forward's `batch_scores`:
+    row b's positives in its own block b (column 0 of each block is never a document)."""
+    b, m = doc_labels.shape
+    rows = jnp.arange(b)
+    full = jnp.zeros((b, b, m + 1), doc_labels.dtype).at[rows, rows, 1:].set(doc_labels)
+    return full.reshape(b, b * (m + 1))[:, 1:]
+
+
 def router_recall(scores: Array, doc_labels: Array, k: int) -> Array:
     """Fraction of positives among the top-k scored documents, averaged over samples with a
     positive. scores [B, M] (-inf absent), doc_labels [B, M]."""

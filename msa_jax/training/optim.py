@@ -70,6 +70,13 @@ class OptimConfig:
     clip_norm: float = 1.0  # global-norm clipping of the gradient; 0 = none
     accumulate_steps: int = 1  # micro-batches per update (optax.MultiSteps)
     freeze: str = ""  # "", "router" or "backbone": that group never moves
+    # routing-loss negatives: 0 = the sample's own documents; R > 0 = every document of the
+    # global batch, each question scored from up to R routing tokens (the packer checks)
+    batch_negatives: int = 0
+    # banded attention (train_forward): 0 = whole rows; S > 0 = no document is longer than S
+    # tokens and no question + target longer than max_active (the packer checks both)
+    max_segment: int = 0
+    max_active: int = 0
 
     def __post_init__(self):
         if not self.phases:
@@ -80,6 +87,12 @@ class OptimConfig:
             raise ConfigError(f"optim.accumulate_steps must be >= 1, got {self.accumulate_steps}")
         if self.freeze not in ("", ROUTER, BACKBONE):
             raise ConfigError(f"optim.freeze={self.freeze!r}; expected '', 'router' or 'backbone'")
+        if (self.max_segment > 0) != (self.max_active > 0):
+            raise ConfigError("optim.max_segment and optim.max_active go together (both > 0 "
+                              "for banded attention, or both 0)")
+        for name in ("batch_negatives", "max_segment", "max_active"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"optim.{name} must be >= 0, got {getattr(self, name)}")
         if self.clip_norm < 0 or self.weight_decay < 0:
             raise ConfigError("optim.clip_norm and optim.weight_decay must be >= 0")
 

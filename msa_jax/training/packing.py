@@ -98,10 +98,17 @@ def tokenize_sample(sample: Sample, tok, tpl: PromptTemplate = PromptTemplate()
 
 @dataclasses.dataclass(frozen=True)
 class Buckets:
-    """Allowed sequence lengths L and document counts M (each sorted ascending)."""
+    """Allowed sequence lengths L and document counts M (each sorted ascending); routing_rows:
+    the most routing-query tokens a sample may have (0 = any; set when the loss scores the
+    questions against the whole batch from that many tokens: OptimConfig.batch_negatives);
+    max_segment / max_active: the most tokens of one document / of the active part (question
+    row and response) of a sample (0 = any; OptimConfig.max_segment: banded attention)."""
 
     lengths: tuple[int, ...] = (512, 1024, 2048)
     num_docs: tuple[int, ...] = (16, 32)
+    routing_rows: int = 0
+    max_segment: int = 0
+    max_active: int = 0
 
     def __post_init__(self):
         for name in ("lengths", "num_docs"):
@@ -111,8 +118,21 @@ class Buckets:
                                  f"{getattr(self, name)}")
             object.__setattr__(self, name, values)
 
-    def check(self, sample_id: str, length: int, num_docs: int) -> None:
-        """SampleError naming the sample if it fits no bucket."""
+    def check(self, sample_id: str, length: int, num_docs: int, routing: int = 0,
+              segment: int = 0, active: int = 0) -> None:
+        """SampleError naming the sample if it fits no bucket (`routing`: its routing tokens;
+        `segment`: its longest document; `active`: its question row and response)."""
+        if self.max_segment and segment > self.max_segment:
+            raise SampleError(f"sample {sample_id!r}: a document of {segment} tokens exceeds "
+                              f"max_segment={self.max_segment} (raise optim.max_segment)")
+        if self.max_active and active > self.max_active:
+            raise SampleError(f"sample {sample_id!r}: its question and target span {active} "
+                              f"tokens, more than max_active={self.max_active} (raise "
+                              "optim.max_active)")
+        if self.routing_rows and routing > self.routing_rows:
+            raise SampleError(f"sample {sample_id!r}: {routing} routing-query tokens (question "
+                              f"and last injected text) exceed routing_rows="
+                              f"{self.routing_rows} (raise optim.batch_negatives)")
         if length > self.lengths[-1]:
             raise SampleError(f"sample {sample_id!r}: {length} tokens (template, documents, "
                               f"question and target) do not fit the largest length bucket "
@@ -147,7 +167,8 @@ def check_sample(s: TokenizedSample, head_len: int, buckets: Buckets,
     """(tokens, documents) of `s`; SampleError naming it if it fits no bucket or holds a token
     id outside `vocab_size`."""
     length = s.length(head_len)
-    buckets.check(s.id, length, len(s.documents))
+    buckets.check(s.id, length, len(s.documents), s.active_roles.count(0),
+                  max(map(len, s.documents)), len(s.active))
     if vocab_size is not None:
         top = max(max(map(max, s.documents)), max(s.active))
         if top >= vocab_size:

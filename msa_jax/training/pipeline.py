@@ -56,6 +56,9 @@ class PipelineConfig:
     shuffle: bool = True
     worker_count: int = 0
     prefetch: int = 2
+    routing_rows: int = 0  # the most routing tokens a sample may have (0 = any): Buckets
+    max_segment: int = 0  # the longest document (0 = any): Buckets
+    max_active: int = 0  # the longest question row + response (0 = any): Buckets
 
     def __post_init__(self):
         for name in ("batch_size",):
@@ -69,7 +72,8 @@ class PipelineConfig:
 
     @property
     def buckets(self) -> Buckets:
-        return Buckets(self.length_buckets, self.doc_buckets)
+        return Buckets(self.length_buckets, self.doc_buckets, self.routing_rows,
+                       self.max_segment, self.max_active)
 
 
 def _head(cfg: ModelConfig) -> tuple[int, ...]:

@@ -30,7 +30,7 @@ from msa_jax.model.decode import logits_of
 from msa_jax.model.params import param_shardings
 from msa_jax.model.train_forward import TrainBatch, train_forward
 from msa_jax.training import optim
-from msa_jax.training.losses import lm_loss, router_recall, routing_loss
+from msa_jax.training.losses import batch_labels, lm_loss, router_recall, routing_loss
 
 Array = jax.Array
 RECALL_AT = (1, 5, 10)
@@ -53,12 +53,20 @@ def init_state(params, tx: optax.GradientTransformation, seed: int = 0) -> Train
 
 
 def loss_and_metrics(cfg: ModelConfig, params, batch: TrainBatch, num_docs: int,
-                     lm_weight: Array | float, aux_weight: Array | float):
+                     lm_weight: Array | float, aux_weight: Array | float,
+                     batch_negatives: int = 0, max_segment: int = 0, max_active: int = 0):
     """(weighted loss, metrics): lm_loss, aux_loss, tokens and per router layer recall@1/5/10
-    of the in-batch documents ("recall@{k}/layer{i}")."""
-    out = train_forward(cfg, params, batch, num_docs)
+    of the sample's documents ("recall@{k}/layer{i}"). batch_negatives R > 0: the routing loss
+    ranks each positive against every other document of the (global) batch, the questions
+    scored from up to R routing tokens (OptimConfig.batch_negatives); max_segment S > 0:
+    banded attention (OptimConfig.max_segment, max_active)."""
+    out = train_forward(cfg, params, batch, num_docs, batch_negatives or None,
+                        max_segment or None, max_active or None)
     lm = lm_loss(logits_of(cfg, params, out.hidden), batch.labels)
-    aux = routing_loss(cfg, out.doc_scores, batch.doc_labels)
+    if batch_negatives:
+        aux = routing_loss(cfg, out.batch_scores, batch_labels(batch.doc_labels))
+    else:
+        aux = routing_loss(cfg, out.doc_scores, batch.doc_labels)
     metrics = {"lm_loss": lm, "aux_loss": aux, "tokens": jnp.sum(batch.mask > 0)}
     for layer, scores in zip(cfg.msa.router_layers, out.doc_scores):
         for k in RECALL_AT:
@@ -81,7 +89,9 @@ def make_step(cfg: ModelConfig, ocfg: optim.OptimConfig, tx: optax.GradientTrans
         update = optim.update_count(ocfg, state.step)
         lm_w, aux_w = optim.loss_weights(ocfg, update)
         grad_fn = jax.value_and_grad(
-            lambda p: loss_and_metrics(cfg, p, batch, num_docs, lm_w, aux_w), has_aux=True)
+            lambda p: loss_and_metrics(cfg, p, batch, num_docs, lm_w, aux_w,
+                                       ocfg.batch_negatives, ocfg.max_segment,
+                                       ocfg.max_active), has_aux=True)
         (loss, metrics), grads = grad_fn(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

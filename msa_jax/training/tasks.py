@@ -98,9 +98,26 @@ def _chain_samples(prefix: str, query: Query, docs: tuple[Document, ...], texts:
     return out
 
 
+def _renamed(docs: tuple[Document, ...], query: Query, rng: np.random.Generator,
+             digits: int) -> tuple[tuple[Document, ...], Query]:
+    """`docs` under fresh random ids of 1..`digits` digits (distinct; lengths uniform), and
+    `query` pointing at the renamed chain: ids are labels, so a model learns to copy any id
+    rather than the few of a training corpus."""
+    taken, mapping = set(), {}
+    for d, n in zip(docs, rng.integers(1, digits + 1, size=len(docs)).tolist()):
+        new = str(int(rng.integers(10 ** (n - 1) if n > 1 else 0, 10 ** n)))
+        while new in taken:
+            new = str(int(rng.integers(0, 10 ** digits)))
+        taken.add(new)
+        mapping[d.id] = new
+    docs = tuple(Document(mapping[d.id], text=d.text) for d in docs)
+    return docs, dataclasses.replace(query, reference_ids=tuple(mapping[r]
+                                                                for r in query.reference_ids))
+
+
 def _samples(documents: list[Document], queries: list[Query], corpus_docs: int, hops: int,
              hard_negatives: int, docs_per_sample: int, seed: int, prefix: str,
-             tpl: PromptTemplate, with_answer: bool) -> list[Sample]:
+             tpl: PromptTemplate, with_answer: bool, id_digits: int = 0) -> list[Sample]:
     texts = {d.id: d.text for d in documents}
     per_query = hops * hard_negatives
     out = []
@@ -119,6 +136,9 @@ def _samples(documents: list[Document], queries: list[Query], corpus_docs: int, 
         distract = [i for i in map(str, drawn) if i not in chain][:n_distract]
         ids = chain + negatives + distract
         docs = tuple(documents[int(ids[i])] for i in rng.permutation(len(ids)))
+        if id_digits:
+            docs, query = _renamed(docs, query, rng, id_digits)
+            texts = {d.id: d.text for d in docs}
         out += _chain_samples(prefix, query, docs, texts, tpl, with_answer)
     return out
 
@@ -126,12 +146,14 @@ def _samples(documents: list[Document], queries: list[Query], corpus_docs: int, 
 def make_retrieval_samples(num_queries: int, *, hops: int = 1, docs_per_sample: int = 16,
                            hard_negatives: int = 0, corpus_docs: int | None = None,
                            split: str = "train", entities: EntitySplit = EntitySplit(),
-                           seed: int = 0, with_answer: bool = False,
+                           seed: int = 0, with_answer: bool = False, id_digits: int = 0,
                            tpl: PromptTemplate = PromptTemplate()) -> list[Sample]:
     """Samples of `num_queries` fact questions, each over `docs_per_sample` documents: its
     chain, `hard_negatives` per hop, and distractors drawn from a corpus of `corpus_docs`
     fact documents (default num_queries * hops + docs_per_sample) naming only `split`'s
     persons. Sample ids are "{split}-{query}.{hop}" (and "{split}-{query}.answer").
+    id_digits n > 0: every sample's documents get fresh random ids of 1..n digits (the model
+    must copy an id of any length; see `_renamed`); 0 keeps the corpus ids.
     The same arguments always give the same samples.
     """
     if docs_per_sample < 1:
@@ -141,7 +163,7 @@ def make_retrieval_samples(num_queries: int, *, hops: int = 1, docs_per_sample: 
                                           people=entities.people(split),
                                           hard_negatives=hard_negatives)
     samples = _samples(documents, queries, corpus_docs, hops, hard_negatives, docs_per_sample,
-                       seed, f"{split}-", tpl, with_answer)
+                       seed, f"{split}-", tpl, with_answer, id_digits)
     if split == "train":
         check_held_out(samples, entities.people("eval"))
     return samples

@@ -111,3 +111,56 @@ def test_pallas_train_step_lowers_for_cuda():
     text = common.lower_for_cuda(flat, *leaves)
     names = set(re.findall(r'name = "(\w+)", num_stages', text))
     assert {"msa_attention_fwd", "msa_attention_dq", "msa_attention_dkv"} <= names, names
+
+
+def _forward(cfg, params, batch, batch_rows=None, max_segment=None, max_active=None):
+    from msa_jax.model.train_forward import train_forward
+    return jax.jit(train_forward, static_argnums=(0, 3, 4, 5, 6))(
+        cfg, params, batch, M, batch_rows, max_segment, max_active)
+
+
+def test_banded_forward_and_batch_negatives_compute_the_same_function():
+    """max_segment (banded document attention, memory attention for the active tokens only) and
+    batch_rows (questions scored against the whole batch) change how, not what: hidden states
+    and in-sample scores match the whole-row forward within F32_REASSOC; the batch scores'
+    diagonal blocks are the in-sample scores, and an off-diagonal block equals scoring that
+    question against the other sample's documents by hand (numpy)."""
+    from tests.tolerances import F32_REASSOC
+
+    params = init_params(CFG, 0)
+    batch = batch_of(CFG, seed=3, b=3)
+    ref = _forward(CFG, params, batch)
+    seg = int(np.max([(np.asarray(batch.roles[b]) == d).sum() for b in range(3)
+                      for d in range(1, M + 1)]))
+    active = int(np.max(((np.asarray(batch.roles) <= 0) & (np.asarray(batch.mask) > 0)).sum(1)))
+    head = len(CFG.msa.prefix_token_ids)
+    got = _forward(CFG, params, batch, batch_rows=16, max_segment=seg, max_active=active - head)
+    np.testing.assert_allclose(got.hidden, ref.hidden, **F32_REASSOC)
+    for g, r in zip(got.doc_scores, ref.doc_scores):
+        np.testing.assert_allclose(g, r, **F32_REASSOC)
+    every = np.asarray(got.batch_scores[0]).reshape(3, 3, M + 1)
+    for b in range(3):
+        np.testing.assert_array_equal(every[b, b], np.asarray(got.doc_scores[0])[b])
+    # question of row 0 against row 1's documents = row 0's question put in front of row 1's docs
+    swapped = dict((k, np.asarray(getattr(batch, k)).copy()) for k in st.BATCH_FIELDS)
+    q0 = (swapped["roles"][0] <= 0) & (swapped["mask"][0] > 0)
+    q1 = (swapped["roles"][1] <= 0) & (swapped["mask"][1] > 0)
+    assert q0.sum() == q1.sum()  # keyed_batch: one active length, so row 0's fits in row 1
+    for k in ("tokens", "positions", "roles", "labels"):
+        swapped[k][1][q1] = swapped[k][0][q0]
+    cross = _forward(CFG, params, TrainBatch(*(jnp.asarray(swapped[k]) for k in st.BATCH_FIELDS)))
+    np.testing.assert_allclose(every[0, 1], np.asarray(cross.doc_scores[0])[1], **F32_REASSOC)
+    assert np.isfinite(every[0, 1, 1:]).all() and not np.allclose(every[0, 1], every[1, 1])
+
+
+def test_segment_and_routing_limits_are_checked_by_the_packer():
+    from msa_jax.training.packing import Buckets
+    from msa_jax.training.samples import SampleError
+
+    with pytest.raises(SampleError, match="sample 's1'.*document of 300 tokens.*max_segment=256"):
+        Buckets((1024,), (8,), 0, 256, 256).check("s1", 900, 4, 10, 300, 20)
+    with pytest.raises(SampleError, match="sample 's4'.*span 300 tokens.*max_active=256"):
+        Buckets((1024,), (8,), 0, 256, 256).check("s4", 900, 4, 10, 30, 300)
+    with pytest.raises(SampleError, match="sample 's2'.*70 routing-query tokens.*routing_rows=64"):
+        Buckets((1024,), (8,), 64, 0).check("s2", 900, 4, 70, 10)
+    Buckets((1024,), (8,), 64, 256, 128).check("s3", 900, 4, 64, 256, 128)  # at the limits

@@ -62,7 +62,46 @@ def optim_config(config):
     o = _section(config, "optim")
     phases = tuple(_phase(o[n], n) for n in ("warmup", "main") if n in o and o[n].steps > 0)
     return OptimConfig(phases=phases, weight_decay=o.weight_decay, clip_norm=o.clip_norm,
-                       accumulate_steps=o.accumulate_steps, freeze=o.freeze)
+                       accumulate_steps=o.accumulate_steps, freeze=o.freeze,
+                       batch_negatives=o.get("batch_negatives", 0),
+                       max_segment=o.get("max_segment", 0),
+                       max_active=o.get("max_active", 0))
+
+
+def _tokenizer(m):
+    """The recipe's tokenizer: "byte" (default) or "bpe" (msa_jax.data.bpe, trained on the
+    synthetic tasks' text with `bpe_vocab_size` ids; deterministic)."""
+    kind = m.get("tokenizer", "byte")
+    if kind == "byte":
+        from msa_jax.data import ByteTokenizer
+        return ByteTokenizer()
+    if kind == "bpe":
+        from msa_jax.data.bpe import synthetic_training_text, train_bpe
+        return train_bpe(synthetic_training_text(), m.get("bpe_vocab_size", 1024))
+    raise common.UsageError(f"--config.model.tokenizer={kind!r}; expected 'byte' or 'bpe'")
+
+
+def _random_model(m, policy: dict, msa_keys: dict):
+    """(cfg, tokenizer) of a fresh model: the preset with the recipe's `sizes` and `msa`
+    overrides; vocab_size 0 = the tokenizer's."""
+    import msa_jax
+
+    tok = _tokenizer(m)
+    sizes = dict(m.get("sizes", {}))
+    vocab = m.vocab_size or tok.vocab_size
+    cfg = msa_jax.preset(m.preset, vocab_size=vocab, **sizes, **policy)
+    if not cfg.is_msa:
+        raise common.UsageError(f"--config.model.preset={m.preset!r} has no MSA router "
+                                "layers; pick an MSA preset (e.g. tiny-msa)")
+    msa = dict(m.get("msa", {}))
+    if "router_layers" in msa:
+        msa["router_layers"] = tuple(msa["router_layers"])
+    cfg = cfg.replace(msa=dataclasses.replace(cfg.msa, **msa, **msa_keys))
+    cfg, attached = common.attach_tokenizer(cfg, tok)
+    if attached is None:
+        raise common.UsageError(f"--config.model.vocab_size={m.vocab_size} is smaller than "
+                                f"the tokenizer's {tok.vocab_size}")
+    return cfg, attached
 
 
 def model_and_tokenizer(config, init_from: str | None):
@@ -89,15 +128,7 @@ def model_and_tokenizer(config, init_from: str | None):
             raise msa_jax.CheckpointError(f"--init_from {init_from}: no tokenizer files beside "
                                           "the weights")
     else:
-        cfg = msa_jax.preset(m.preset, vocab_size=m.vocab_size, **policy)
-        if not cfg.is_msa:
-            raise common.UsageError(f"--config.model.preset={m.preset!r} has no MSA router "
-                                    "layers; pick an MSA preset (e.g. tiny-msa)")
-        cfg = cfg.replace(msa=dataclasses.replace(cfg.msa, **msa_keys))
-        cfg, tok = common.attach_byte_tokenizer(cfg)
-        if tok is None:
-            raise common.UsageError(f"--config.model.vocab_size={m.vocab_size} is smaller than "
-                                    "the byte tokenizer's 263")
+        cfg, tok = _random_model(m, policy, msa_keys)
         params = None
     return cfg, params, tok
 
@@ -108,9 +139,15 @@ def training_samples(d):
 
     if d.get("samples"):
         return samples.load_samples(d.samples)
-    return tasks.make_retrieval_samples(d.num_queries, hops=d.hops,
-                                        docs_per_sample=d.docs_per_sample,
-                                        hard_negatives=d.hard_negatives, seed=d.seed)
+    out = []
+    hops = (d.hops,) if isinstance(d.hops, int) else tuple(d.hops)
+    for i, h in enumerate(hops):  # one task per chain length, each with its own seed
+        out += tasks.make_retrieval_samples(d.num_queries, hops=h,
+                                            docs_per_sample=d.docs_per_sample,
+                                            hard_negatives=d.hard_negatives, seed=d.seed + i,
+                                            with_answer=d.get("with_answer", False),
+                                            id_digits=d.get("id_digits", 0))
+    return out
 
 
 def build(config, workdir: str, init_from: str | None = None, show_progress: bool = True):
@@ -127,7 +164,9 @@ def build(config, workdir: str, init_from: str | None = None, show_progress: boo
     samples = training_samples(d)
     pcfg = pipeline.PipelineConfig(batch_size=d.batch_size, length_buckets=d.length_buckets,
                                    doc_buckets=d.doc_buckets, worker_count=d.worker_count,
-                                   prefetch=d.prefetch)
+                                   prefetch=d.prefetch, routing_rows=ocfg.batch_negatives,
+                                   max_segment=ocfg.max_segment,
+                                   max_active=ocfg.max_active)
 
     # every sample checked against the buckets and the vocabulary now, before any compilation
     batches = pipeline.StepBatches(samples, tok, cfg, pcfg, seed=d.seed,
@@ -139,7 +178,8 @@ def build(config, workdir: str, init_from: str | None = None, show_progress: boo
 
     eval_fn = None
     if e.every:
-        held_out = tasks.make_eval_set(e.num_queries, e.memory_docs, hops=d.hops,
+        held_out = tasks.make_eval_set(e.num_queries, e.memory_docs,
+                                       hops=d.hops if isinstance(d.hops, int) else d.hops[0],
                                        hard_negatives=d.hard_negatives)
         docs, questions = evaluate.eval_inputs(held_out, tok)
 
