@@ -22,7 +22,12 @@ TEST = [
     "nbclient>=0.10",
     "ipykernel>=6.29",
     "tokenizers>=0.15",
+    "bm25s>=0.3.16",  # the BM25 baseline's tests (msa_jax/eval/bm25.py)
 ]
+
+# The evaluation kit (msa_jax/eval: the scaling benchmark's BM25 baseline); the runtime (encode,
+# ask, demo, train) never imports it.
+EVAL = ["bm25s>=0.3.16"]
 
 # torch is only for tests that compare with transformers; 2.13.0 is the CPU wheel on the CI machine.
 TORCH = ["torch==2.13.0", "transformers>=4.51"]
@@ -44,6 +49,7 @@ setup(
         "test": TEST + TORCH,
         "test-notorch": TEST,
         "text": ["tokenizers>=0.15"],
+        "eval": EVAL,
         "gpu": ["jax[cuda12]"],
     },
     entry_points={"console_scripts": ["msa-jax=msa_jax.cli.main:run"]},

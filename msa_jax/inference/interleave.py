@@ -66,6 +66,19 @@ def _stop_ids(tok: Tokenizer, names: Sequence[str]) -> list[int]:
     return out
 
 
+def requested_ids(text: str, tpl: PromptTemplate = PromptTemplate()) -> list[str]:
+    """The document ids a round's generated text names (`[id]`, before `<End-of-Retrieve>`)."""
+    return DOC_ID.findall(text.split(tpl.end_of_retrieve)[0])
+
+
+def final_answer(text: str, tpl: PromptTemplate = PromptTemplate()) -> str:
+    """The decoded answer step without surrounding space and the "The answer ... is:" prefix."""
+    text = text.strip()
+    if text.startswith(tpl.answer_prefix):
+        text = text[len(tpl.answer_prefix):].strip()
+    return text
+
+
 def question_row(tok: Tokenizer, tpl: PromptTemplate, question: str,
                  history: Sequence[tuple[str, str]] = (), interleave: bool = True) -> QueryRow:
     """The query row of a round: question (routing) + instruction, then each earlier round's
@@ -100,7 +113,7 @@ def memory_interleave(model: RoundModel, tok: Tokenizer, question: str,
         row = question_row(tok, tpl, question, history)
         new, routing = model.retrieve_round(row, max_new_tokens, stops)
         text = tok.decode(new)
-        requested = DOC_ID.findall(text.split(tpl.end_of_retrieve)[0])
+        requested = requested_ids(text, tpl)
         fresh = [d for d in dict.fromkeys(requested) if d in documents and d not in injected_before]
         rounds.append(Round(text, requested, fresh, routing))
         if tpl.end_of_retrieve in text or not fresh:
@@ -110,7 +123,4 @@ def memory_interleave(model: RoundModel, tok: Tokenizer, question: str,
         history.append((text, block + tpl.round_end))
     intro = _encode(tok, tpl.answer_intro.format(question=question))
     answer_ids = model.continue_round(intro, answer_tokens, _stop_ids(tok, [tpl.answer_end]))
-    text = tok.decode(answer_ids, skip_special=True).strip()
-    if text.startswith(tpl.answer_prefix):
-        text = text[len(tpl.answer_prefix):].strip()
-    return Answer(text, rounds)
+    return Answer(final_answer(tok.decode(answer_ids, skip_special=True), tpl), rounds)

@@ -180,17 +180,26 @@ class EvalSet:
 
     documents: tuple[Document, ...]
     samples: tuple[Sample, ...]
+    queries: tuple[Query, ...] = ()  # the questions with their answers and chains
 
 
 def make_eval_set(num_queries: int, num_docs: int = 10_000, *, hops: int = 1,
                   docs_per_sample: int = 16, hard_negatives: int = 0,
                   entities: EntitySplit = EntitySplit(), seed: int = 1,
-                  tpl: PromptTemplate = PromptTemplate()) -> EvalSet:
+                  tpl: PromptTemplate = PromptTemplate(),
+                  people: Sequence[int] | None = None) -> EvalSet:
     """`num_queries` held-out questions hidden in `num_docs` documents that name only held-out
-    persons (never seen in training; the memory may be 10^5 documents)."""
+    persons (never seen in training; the memory may be 10^5 documents). `people`: a subset of
+    the held-out persons to draw from (default: all of them)."""
+    held = entities.people("eval")
+    if people is not None:
+        people = np.unique(np.asarray(people, dtype=np.int64))
+        if not np.isin(people, held).all():
+            raise ConfigError("make_eval_set: people must be held-out persons "
+                             "(entities.people('eval'))")
     documents, queries = make_needle_task(num_docs, num_queries, seed=seed, hops=hops,
-                                          people=entities.people("eval"),
+                                          people=held if people is None else people,
                                           hard_negatives=hard_negatives)
     samples = _samples(documents, queries, num_docs, hops, hard_negatives, docs_per_sample,
                        seed, "eval-", tpl, False)
-    return EvalSet(tuple(documents), tuple(samples))
+    return EvalSet(tuple(documents), tuple(samples), tuple(queries))

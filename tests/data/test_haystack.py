@@ -1,0 +1,68 @@
+"""The real-text haystack: deterministic, documents in the length range, needles once, and no
+needle key (synthetic person) in the real text."""
+
+import logging
+
+import pytest
+
+from msa_jax.data.haystack import haystack
+from msa_jax.data.synthetic import make_needle_task, person_index
+from msa_jax.data.tokenizer import ByteTokenizer
+from msa_jax.errors import ConfigError
+from msa_jax.training.tasks import PERSON
+
+TOK = ByteTokenizer()
+DOCS, QUERIES = make_needle_task(12, 6, seed=3)
+NEEDLES = [DOCS[int(i)] for q in QUERIES for i in q.reference_ids]
+
+
+def _persons(text):
+    out = set()
+    for name in PERSON.findall(text):
+        try:
+            out.add(person_index(name))
+        except ValueError:  # "First I. Last" but not a synthetic person
+            pass
+    return out
+
+
+def test_haystack_documents_and_needles():
+    docs = list(haystack(60_000, NEEDLES, token_range=(50, 300), seed=1))
+    assert docs == list(haystack(60_000, NEEDLES, token_range=(50, 300), seed=1))
+    assert docs != list(haystack(60_000, NEEDLES, token_range=(50, 300), seed=2))
+    real = [d for d in docs if d not in NEEDLES]
+    ids = [d.id for d in docs]
+    assert len(set(ids)) == len(ids)
+    for n in NEEDLES:
+        assert docs.count(n) == 1  # every needle once, its id and text kept
+    assert sum(d in NEEDLES for d in docs) == len(NEEDLES)
+    lengths = [len(TOK.encode(d.text)) for d in real]
+    assert all(50 <= n <= 300 for n in lengths), (min(lengths), max(lengths))
+    assert sum(lengths) >= 60_000 and sum(lengths) - lengths[-1] < 60_000
+    first = 1 + max(int(n.id) for n in NEEDLES)  # real documents are numbered after the needles
+    assert [int(d.id) for d in real] == list(range(first, first + len(real)))
+    # needles sit among the real documents, not all at one end
+    where = [ids.index(n.id) for n in NEEDLES]
+    assert 0 < min(where) or max(where) < len(docs) - 1
+    needle_people = set().union(*(_persons(n.text) for n in NEEDLES))
+    assert needle_people  # the check below can see names
+    assert not any(_persons(d.text) for d in real)
+
+
+def test_synthetic_names_in_the_text_are_dropped():
+    name = "Lena K. Sato"
+    texts = lambda: [("word " * 40 + f"{name} ") * 3 + "plain " * 200]  # noqa: E731
+    docs = list(haystack(500, token_range=(20, 40), texts=texts))
+    assert docs and not any(name in d.text for d in docs)
+
+
+def test_text_exhausted_is_recut_with_a_warning(caplog):
+    texts = lambda: [" ".join(f"w{i}" for i in range(100))]  # noqa: E731  about 390 bytes
+    with caplog.at_level(logging.WARNING, "msa_jax.data.haystack"):
+        docs = list(haystack(1_000, token_range=(10, 30), texts=texts))
+    assert sum(len(d.text.encode()) for d in docs) >= 1_000
+    assert "ran out" in caplog.text
+    with pytest.raises(ConfigError, match="no document of"):
+        list(haystack(100, token_range=(10_000, 20_000), texts=texts))
+    with pytest.raises(ConfigError, match="token_range"):
+        list(haystack(100, token_range=(0, 5)))
