@@ -8,9 +8,12 @@ slots appended later are held in memory until the bank is saved. A deleted slot 
 
 from __future__ import annotations
 
+import itertools
 from typing import Iterator, Sequence
 
 import numpy as np
+
+_KEYS = itertools.count()  # keys of appended slots (saved slots have negative keys)
 
 
 def _starts(lengths: np.ndarray) -> np.ndarray:
@@ -29,6 +32,7 @@ class _Column:
         self._start = _starts(self._lengths)
         self._base = len(self._lengths)
         self._tail: list = []
+        self._tail_keys: list[int] = []
         self._dead: set[int] = set()
         self.on_read = None  # on_read(slot) before a saved slot is read (lazy checksums)
 
@@ -71,6 +75,15 @@ class _Column:
 
     def append(self, value):
         self._tail.append(value)
+        self._tail_keys.append(next(_KEYS))
+
+    def keys(self) -> list[int | None]:
+        """Per slot, a key that changes whenever the slot's value does (None: deleted): what
+        identifies the column's contents cheaply, without decoding its values."""
+        keys = list(range(-1, -self._base - 1, -1)) + self._tail_keys
+        for s in self._dead:
+            keys[s] = None
+        return keys
 
     def pop(self):
         slot = len(self) - 1
@@ -78,6 +91,7 @@ class _Column:
         self._dead.discard(slot)
         if self._tail:
             self._tail.pop()
+            self._tail_keys.pop()
         else:
             self._base -= 1
             self._lengths = self._lengths[:-1]
