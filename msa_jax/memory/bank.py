@@ -4,10 +4,15 @@ Per router layer r and pooled chunk c the bank holds K̄r[r, c] (the routing tie
 accelerator for every question) and K̄[r, c], V̄[r, c] (the content tier, read only for the
 selected documents; it may live in host memory). A document owns a contiguous run of chunk slots.
 
-Host numpy arrays are the source of truth (with spare capacity, so adding documents is amortised
-O(new)); `view()` gives the device arrays stage 2 reads, padded to power-of-two capacities so that
-adding a few documents does not recompile. Deleting a document tombstones its slots (they never
-score and are never selected); trailing tombstones are trimmed and `compact()` removes the rest.
+Host arrays are the source of truth, stored chunk-major [C, R, K, H] (one chunk's rows of every
+router layer together, so that appending chunks appends to a file: msa_jax.memory.store); a bank
+read by `load_bank` keeps them memory-mapped from its files (copy-on-write: nothing is copied into
+RAM until it is changed). Fresh banks hold them in RAM with spare capacity, so adding documents is
+amortised O(new). Token ids and texts are flat columns (msa_jax.memory.columns). `view()` gives
+the device arrays stage 2 reads, padded to geometric capacities so that adding a few documents
+does not recompile. Deleting a document is a metadata operation: its slot is tombstoned (its
+chunks never score and are never selected; their values stay); trailing tombstones are trimmed
+and `compact()` removes the rest.
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ import numpy as np
 
 from kernels_pallas.common import geometric_size  # at most 12.5 % padding
 from msa_jax.errors import BankError
+from msa_jax.memory.columns import TextColumn, TokenColumn
 from msa_jax.model.query import MemoryView
+
+TIERS = ("routing_keys", "content_k", "content_v")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +45,14 @@ class BankSpec:
 
     def chunk_shape(self, n: int) -> tuple[int, ...]:
         return (self.num_router_layers, n, self.num_kv_heads, self.head_dim)
+
+    def rows_shape(self, n: int) -> tuple[int, ...]:
+        """Chunk-major storage of n chunks: [n, R, K, H]."""
+        return (n, self.num_router_layers, self.num_kv_heads, self.head_dim)
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(jnp.dtype(self.dtype))
 
 
 class DocumentSlots:
@@ -77,18 +93,39 @@ class MemoryBank(DocumentSlots):
         self.spec = spec
         self.prefix_k = np.asarray(prefix_k)  # [L, Pf, K, H]
         self.prefix_v = np.asarray(prefix_v)
-        dt = np.dtype(jnp.dtype(spec.dtype))
-        self._tiers = {n: np.zeros(spec.chunk_shape(0), dt)
-                       for n in ("routing_keys", "content_k", "content_v")}
+        self._tiers = {n: np.zeros(spec.rows_shape(0), spec.np_dtype) for n in TIERS}
         self._chunk_doc = np.zeros(0, np.int32)
         self._num_chunks = 0
         self.doc_chunk_offset: list[int] = []
         self.doc_num_chunks: list[int] = []
         self.doc_ids: list[str | None] = []  # None: deleted slot
         self._slot: dict[str, int] = {}
-        self.doc_tokens: list[tuple[int, ...] | None] = []
-        self.doc_texts: list[str | None] = []
+        self.doc_tokens = TokenColumn()  # slot -> tuple of token ids | None
+        self.doc_texts = TextColumn()  # slot -> str | None
         self._view_cache: dict = {}
+        self._pending: dict = {}  # tier -> check to run before its first read (lazy checksums)
+        self.origin = None  # the saved bank whose prefix this is (msa_jax.memory.store)
+
+    @classmethod
+    def restore(cls, spec: BankSpec, prefix_k, prefix_v, tiers: dict, counts, offsets, ids,
+                tokens: TokenColumn, texts: TextColumn, pending: dict) -> "MemoryBank":
+        """A bank over stored columns (`load_bank`): tiers [C, R, K, H] used as given (memory
+        maps), `counts` 0 and `ids` None for deleted slots; `pending[tier]()` runs before the
+        tier is first read."""
+        bank = cls(spec, prefix_k, prefix_v)
+        bank._tiers = dict(tiers)
+        bank._num_chunks = len(tiers["routing_keys"])
+        bank.doc_num_chunks = np.asarray(counts, np.int64).tolist()
+        bank.doc_chunk_offset = np.asarray(offsets, np.int64).tolist()
+        bank.doc_ids, bank.doc_tokens, bank.doc_texts = list(ids), tokens, texts
+        bank._index_ids()
+        counts, offsets = np.asarray(counts, np.int64), np.asarray(offsets, np.int64)
+        first = np.repeat(offsets - (np.cumsum(counts) - counts), counts)  # [live chunks]
+        chunk_doc = np.full(bank._num_chunks, -1, np.int32)
+        chunk_doc[first + np.arange(len(first))] = np.repeat(np.arange(len(counts)), counts)
+        bank._chunk_doc = chunk_doc
+        bank._pending = dict(pending)
+        return bank
 
     # -- sizes -----------------------------------------------------------------------------------
     @property
@@ -98,18 +135,26 @@ class MemoryBank(DocumentSlots):
 
     @property
     def num_tokens(self) -> int:
-        return sum(len(t) for t in self.doc_tokens if t is not None)
+        return self.doc_tokens.live_total()
+
+    def rows(self, name: str) -> np.ndarray:
+        """routing_keys | content_k | content_v as stored, [num_chunks, R, K, H] (no copy); a
+        loaded bank checks the tier's checksums on this first read."""
+        check = self._pending.pop(name, None)
+        if check is not None:
+            check()
+        return self._tiers[name][:self._num_chunks]
 
     def tier(self, name: str) -> np.ndarray:
         """routing_keys | content_k | content_v, [R, num_chunks, K, H] (a view, no copy)."""
-        return self._tiers[name][:, :self._num_chunks]
+        return np.moveaxis(self.rows(name), 0, 1)
 
     @property
     def chunk_doc(self) -> np.ndarray:
         return self._chunk_doc[:self._num_chunks]
 
     def tier_bytes(self) -> dict[str, int]:
-        per = {n: self.tier(n).nbytes for n in self._tiers}
+        per = {n: self._tiers[n][:self._num_chunks].nbytes for n in TIERS}
         return {"routing": per["routing_keys"], "content": per["content_k"] + per["content_v"]}
 
     # -- documents -------------------------------------------------------------------------------
@@ -119,9 +164,9 @@ class MemoryBank(DocumentSlots):
         if need <= have:
             return
         cap = geometric_size(need, 256)
-        for name, arr in self._tiers.items():
-            grown = np.zeros(self.spec.chunk_shape(cap), arr.dtype)
-            grown[:, :self._num_chunks] = arr[:, :self._num_chunks]
+        for name in TIERS:
+            grown = np.zeros(self.spec.rows_shape(cap), self.spec.np_dtype)
+            grown[:self._num_chunks] = self.rows(name)
             self._tiers[name] = grown
         chunk_doc = np.full(cap, -1, np.int32)
         chunk_doc[:self._num_chunks] = self._chunk_doc[:self._num_chunks]
@@ -146,7 +191,8 @@ class MemoryBank(DocumentSlots):
         at = self._num_chunks
         for name, arr in (("routing_keys", routing_keys), ("content_k", content_k),
                           ("content_v", content_v)):
-            self._tiers[name][:, at:at + total] = arr
+            self.rows(name)  # a pending check runs before the tier is written
+            self._tiers[name][at:at + total] = np.moveaxis(arr, 1, 0)
         for doc_id, toks, text, n in zip(ids, tokens, texts, num_chunks):
             slot = len(self.doc_ids)
             self._chunk_doc[at:at + n] = slot
@@ -154,20 +200,19 @@ class MemoryBank(DocumentSlots):
             self.doc_num_chunks.append(int(n))
             self.doc_ids.append(str(doc_id))
             self._slot[str(doc_id)] = slot
-            self.doc_tokens.append(tuple(int(t) for t in toks))
+            self.doc_tokens.append(toks)
             self.doc_texts.append(text)
             at += n
         self._num_chunks = at
         self._view_cache.clear()
 
     def delete(self, doc_ids: Iterable[str]):
-        """Remove documents; nothing else is re-encoded."""
+        """Remove documents (metadata only: their chunks stay, unreachable); nothing else is
+        re-encoded."""
         slots = list(dict.fromkeys(self.slot_of(d) for d in doc_ids))  # each slot once
         for s in slots:
             off, n = self.doc_chunk_offset[s], self.doc_num_chunks[s]
             self._chunk_doc[off:off + n] = -1
-            for arr in self._tiers.values():
-                arr[:, off:off + n] = 0
             del self._slot[self.doc_ids[s]]
             self.doc_ids[s] = self.doc_tokens[s] = self.doc_texts[s] = None
             self.doc_num_chunks[s] = 0
@@ -183,7 +228,7 @@ class MemoryBank(DocumentSlots):
         chunks = np.concatenate([np.arange(self.doc_chunk_offset[s],
                                            self.doc_chunk_offset[s] + self.doc_num_chunks[s])
                                  for s in keep]) if keep else np.zeros(0, np.int64)
-        tiers = {n: self.tier(n)[:, chunks] for n in self._tiers}
+        tiers = {n: self.tier(n)[:, chunks] for n in TIERS}
         ids = [self.doc_ids[s] for s in keep]
         toks = [self.doc_tokens[s] for s in keep]
         texts = [self.doc_texts[s] for s in keep]
@@ -207,11 +252,11 @@ class MemoryBank(DocumentSlots):
         c_cap = geometric_size(self._num_chunks, 1024)
         m_cap = geometric_size(self.num_slots, 64)
         tiers = {}
-        for name in self._tiers:  # one array per router layer: no slicing of [R, C, K, H] in jit
+        for name in TIERS:  # one array per router layer: no slicing of [R, C, K, H] in jit
             per_layer = []
             for r in range(self.spec.num_router_layers):
-                arr = np.zeros(self.spec.chunk_shape(c_cap)[1:], self._tiers[name].dtype)
-                arr[:self._num_chunks] = self._tiers[name][r, :self._num_chunks]
+                arr = np.zeros(self.spec.chunk_shape(c_cap)[1:], self.spec.np_dtype)
+                arr[:self._num_chunks] = self.rows(name)[:, r]
                 per_layer.append(put(name, arr))
             tiers[name] = tuple(per_layer)
         chunk_doc = np.full(c_cap, -1, np.int32)

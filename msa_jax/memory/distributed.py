@@ -141,7 +141,7 @@ class DistributedBank(DocumentSlots):
         self.process = jax.process_index()
         self.slot_offset = np.concatenate([[0], np.cumsum([len(c) for c in counts])])
         self.doc_num_chunks = [int(c) for part in counts for c in part]
-        meta = _allgather_json([local.doc_ids, local.doc_texts])
+        meta = _allgather_json([local.doc_ids, list(local.doc_texts)])
         self.doc_ids = [d for ids, _ in meta for d in ids]
         self._index_ids()
         self.doc_texts = [t for _, texts in meta for t in texts]

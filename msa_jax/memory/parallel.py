@@ -131,7 +131,7 @@ def _snapshot(bank) -> tuple:
     if isinstance(bank, DistributedBank):
         return ()  # immutable
     return (list(bank.doc_ids), list(bank.doc_num_chunks), list(bank.doc_chunk_offset),
-            list(bank.doc_tokens))
+            bank.doc_tokens.keys())
 
 
 class MemoryPlacement:

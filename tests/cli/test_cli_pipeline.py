@@ -31,7 +31,7 @@ def test_demo(demo):
     assert "bytes/memory token" in out and "routing recall@4" in out
     for name in ("qwen3-random", "qwen3-random-bfloat16", "msa-random"):
         assert {"config.json", "msa_tokenizer.json"} <= {p.name for p in demo[name].iterdir()}
-    assert (demo["bank"] / "integrity.json").exists() and not demo["encode-journal"].exists()
+    assert (demo["bank"] / "manifest.json").exists() and not demo["encode-journal"].exists()
     answers = json.loads(demo["answers.json"].read_text())["questions"]
     assert len(answers) == 4 and {a["interleave"] for a in answers} == {False, True}
     assert all(len(a["routing"]) == 2 for a in answers)

@@ -35,7 +35,6 @@ def _edit_json(path, fn):
     fn(value)
     with open(path, "w", encoding="utf-8") as f:
         json.dump(value, f)
-    store._write_integrity(os.path.dirname(path))  # an edited bank, not a damaged one
 
 
 def test_the_untouched_copy_loads(bank_dir):
@@ -43,40 +42,59 @@ def test_the_untouched_copy_loads(bank_dir):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda m: m.pop("stored"), r"bank\.json: missing fields \['stored'\]"),
-    (lambda m: m.update(extra=1), r"bank\.json: unknown fields \['extra'\]"),
-    (lambda m: m["spec"].pop("dtype"), r"bank\.json, spec: missing fields \['dtype'\]"),
-    (lambda m: m["spec"].update(rope=1), r"bank\.json, spec: unknown fields \['rope'\]"),
-    (lambda m: m["shapes"].pop("content_v"), r"bank\.json, shapes: missing fields"),
-    (lambda m: m["shapes"].update(content_k="big"),
-     r"bank\.json: malformed shapes \['content_k'\]"),
+    (lambda m: m.pop("segments"), r"manifest\.json: missing fields \['segments'\]"),
+    (lambda m: m.update(extra=1), r"manifest\.json: unknown fields \['extra'\]"),
+    (lambda m: m["spec"].pop("dtype"), r"manifest\.json, spec: missing fields \['dtype'\]"),
+    (lambda m: m["spec"].update(rope=1), r"manifest\.json, spec: unknown fields \['rope'\]"),
+    (lambda m: m["lengths"].pop("tokens"), r"manifest\.json, lengths: missing fields"),
+    (lambda m: m["lengths"].update(tokens=-1), r"manifest\.json: malformed lengths"),
+    (lambda m: m["lengths"].update(tokens=4), r"manifest\.json: malformed lengths"),  # != segments
+    (lambda m: m.update(format_version=3), r"manifest\.json: bank format 3, this version reads 2"),
 ])
-def test_bank_json_fields_are_checked(bank_dir, edit, message):
-    _edit_json(os.path.join(bank_dir, "bank.json"), edit)
+def test_manifest_fields_are_checked(bank_dir, edit, message):
+    _edit_json(os.path.join(bank_dir, "manifest.json"), edit)
     with pytest.raises(BankError, match=message):
         store.load_bank(bank_dir)
 
 
-def test_a_document_record_without_a_field(bank_dir):
-    path = os.path.join(bank_dir, "documents.jsonl")
-    with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
-    record = json.loads(lines[1])
-    del record["tokens"]
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(lines[0] + json.dumps(record) + "\n")
-    store._write_integrity(bank_dir)
-    with pytest.raises(BankError, match=r"documents\.jsonl, line 2: missing fields \['tokens'\]"):
+def _rewrite(bank_dir, name, values, dtype=np.int64):
+    """Replace a per-slot file and its checksum: an edited bank, not a damaged one."""
+    path = os.path.join(bank_dir, name)
+    np.asarray(values, dtype).tofile(path)
+    _edit_json(os.path.join(bank_dir, "manifest.json"),
+               lambda m: m["segments"][0]["sha256"].update(
+                   {name[:-4]: store._sha256(path)}))
+
+
+@pytest.mark.parametrize("name, values, message", [
+    ("doc_num_chunks.bin", [1, 5], "chunk runs overlap or leave the tiers"),
+    ("doc_chunk_offset.bin", [1, 0], "chunk runs overlap"),
+    ("token_count.bin", [2, 2], r"token_count\.bin does not add up to tokens\.bin"),
+    ("text_bytes.bin", [0, -1], r"text_bytes\.bin does not add up to texts\.bin"),
+    ("id_bytes.bin", [2, 0], "a live document has an empty id"),
+])
+def test_inconsistent_metadata_is_refused(bank_dir, name, values, message):
+    _rewrite(bank_dir, name, values)
+    with pytest.raises(BankError, match=rf"{bank_dir}: .*{message}"):
+        store.load_bank(bank_dir, checksums=False)
+    with pytest.raises(BankError, match=message):
         store.load_bank(bank_dir)
 
 
-@pytest.mark.parametrize("text", ['{"bank.json": {"size": 1', "[1, 2]", '{"a": {"size": "x"}}'])
-def test_a_truncated_or_corrupt_integrity_table(bank_dir, text):
-    path = os.path.join(bank_dir, "integrity.json")
+def test_a_missing_or_short_deleted_flags_file(bank_dir):
+    [flags] = [f for f in os.listdir(bank_dir) if f.startswith("deleted-")]
+    with open(os.path.join(bank_dir, flags), "wb") as f:
+        f.write(b"\0")
+    with pytest.raises(BankError, match=rf"{flags} is missing or does not hold 2 flags"):
+        store.load_bank(bank_dir)
+
+
+@pytest.mark.parametrize("text", ['{"format_version": 2, "spec', "[1, 2]", ""])
+def test_a_truncated_or_corrupt_manifest(bank_dir, text):
+    path = os.path.join(bank_dir, "manifest.json")
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
-    with pytest.raises(BankError, match=rf"{path}(, line 1: malformed JSON|: not an integrity)"
-                                        r".*truncated or corrupt"):
+    with pytest.raises(BankError, match=rf"{path}(, line 1: malformed JSON|: expected a JSON)"):
         store.load_bank(bank_dir)
 
 

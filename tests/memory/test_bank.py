@@ -102,27 +102,44 @@ def test_save_load_round_trip_and_integrity(model, tmp_path):
     with pytest.raises(FileExistsError):
         save_bank(bank, path)
     # a truncated file
-    victim = max((os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs
-                  if "arrays" in d), key=os.path.getsize)
+    victim = max((os.path.join(path, f) for f in os.listdir(path)), key=os.path.getsize)
     with open(victim, "r+b") as f:
         f.truncate(os.path.getsize(victim) - 1)
-    with pytest.raises(BankError, match="truncated"):
+    with pytest.raises(BankError, match=rf"{os.path.basename(victim)} has .* \(truncated"):
         load_bank(path)
 
 
-def test_swapped_file_is_caught_by_checksum(model, tmp_path):
+@pytest.mark.parametrize("name, when", [("doc_num_chunks.bin", "load"), ("ids.bin", "load"),
+                                        ("routing_keys.bin", "view"), ("content_v.bin", "view"),
+                                        ("tokens.bin", "read"), ("texts.bin", "read")])
+def test_swapped_file_is_caught_by_checksum(model, tmp_path, name, when):
+    """A file of the same size from another bank: metadata refused at load, a tier before its
+    first read (the device view), tokens and texts on the first read of one of their slots."""
     a = save_bank(model.encode_memory(make_docs(4, seed=0), progress=False), str(tmp_path / "a"))
-    b = save_bank(model.encode_memory(make_docs(4, seed=5), progress=False), str(tmp_path / "b"))
-    with open(os.path.join(b, "documents.jsonl"), "rb") as f:
+    b = save_bank(model.encode_memory(make_docs(4, seed=5, prefix="e"), progress=False),
+                  str(tmp_path / "b"))
+    with open(os.path.join(b, name), "rb") as f:
         other = f.read()
-    target = os.path.join(a, "documents.jsonl")
+    target = os.path.join(a, name)
     with open(target, "rb") as f:
         mine = f.read()
-    other = (other + b" " * len(mine))[:len(mine)]  # same size, other content
+    other = (other + b"~" * len(mine))[:len(mine)]  # same size, other content
+    assert other != mine
     with open(target, "wb") as f:
         f.write(other)
-    with pytest.raises(BankError, match="checksum"):
-        load_bank(a)
+    message = rf"{name} .*does not match its checksum"
+    if when == "load":
+        with pytest.raises(BankError, match=message):
+            load_bank(a)
+        return
+    bank = load_bank(a)
+    with pytest.raises(BankError, match=message):
+        if when == "view":
+            bank.view()
+        else:
+            [bank.doc_tokens[s] if name == "tokens.bin" else bank.doc_texts[s]
+             for s in range(bank.num_slots)]
+    assert load_bank(a, checksums=False).num_docs == 4  # sizes and structure still agree
 
 
 def test_bank_from_another_model_is_refused(model):

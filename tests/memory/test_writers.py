@@ -139,7 +139,7 @@ def test_an_impossible_destination_fails_before_the_compute(tmp_path, monkeypatc
     def never(*args, **kwargs):
         raise AssertionError("computed before checking the destination")
 
-    monkeypatch.setattr("msa_jax.memory.store._live_arrays", never)
+    monkeypatch.setattr("msa_jax.memory.store._write_new", never)
     with pytest.raises(OSError, match=f"cannot write {dest}: its folder"):
         msa_jax.save_bank(synthetic_bank(1.0), str(dest))
     monkeypatch.setattr("msa_jax.convert.hf.tensors_from_params", never)
