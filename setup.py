@@ -13,6 +13,7 @@ RUNTIME = [
     "tqdm>=4.66",
     "ml_collections>=1.0",
     "tensorboardX>=2.6",
+    "tokenizers>=0.15",  # the bundled demo model's BPE tokenizer (and Qwen3's tokenizer.json)
 ]
 
 TEST = [
@@ -21,13 +22,12 @@ TEST = [
     "nbformat>=5.9",
     "nbclient>=0.10",
     "ipykernel>=6.29",
-    "tokenizers>=0.15",
     "bm25s>=0.3.16",  # the BM25 baseline's tests (msa_jax/eval/bm25.py)
 ]
 
-# The evaluation kit (msa_jax/eval: the scaling benchmark's BM25 baseline); the runtime (encode,
-# ask, demo, train) never imports it.
-EVAL = ["bm25s>=0.3.16"]
+# The evaluation kit (msa_jax/eval: the scaling benchmark's BM25 baseline, its plot); the runtime
+# (encode, ask, demo, train) never imports it.
+EVAL = ["bm25s>=0.3.16", "matplotlib>=3.8"]
 
 # torch is only for tests that compare with transformers; 2.13.0 is the CPU wheel on the CI machine.
 TORCH = ["torch==2.13.0", "transformers>=4.51"]
@@ -48,7 +48,6 @@ setup(
     extras_require={
         "test": TEST + TORCH,
         "test-notorch": TEST,
-        "text": ["tokenizers>=0.15"],
         "eval": EVAL,
         "gpu": ["jax[cuda12]"],
     },

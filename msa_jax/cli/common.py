@@ -113,7 +113,7 @@ BOUNDS = {
     "max_new_tokens": Bounds(int, 1), "answer_tokens": Bounds(int, 1),
     "max_rounds": Bounds(int, 1), "top_k": Bounds(int, 1), "pooling_size": Bounds(int, 1),
     "block_tokens": Bounds(int, 0), "seed": Bounds(int, -2**63, 2**63 - 1),
-    "vocab_size": Bounds(int, 1),
+    "vocab_size": Bounds(int, 1), "memory_tokens": Bounds(int, 1),
     "temperature": Bounds(float, 0.0), "top_p": Bounds(float, 0.0, 1.0, low_open=True),
 }
 

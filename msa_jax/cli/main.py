@@ -22,10 +22,10 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 from msa_jax.cli import common
-from msa_jax.cli.commands import ask, convert, demo, encode, generate, info, init, train
+from msa_jax.cli.commands import ask, convert, demo, encode, generate, info, init, smoke, train
 
 PROG = "msa-jax"
-COMMANDS = {m.NAME: m for m in (demo, init, convert, generate, encode, ask, info, train)}
+COMMANDS = {m.NAME: m for m in (demo, smoke, init, convert, generate, encode, ask, info, train)}
 HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull")
 
 

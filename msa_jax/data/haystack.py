@@ -146,6 +146,16 @@ def haystack(num_tokens: int, needles: Sequence[Document] = (), *,
         raise ConfigError(f"token_range must satisfy 1 <= low <= high, got {token_range}")
     if num_tokens < 1:
         raise ConfigError(f"num_tokens must be >= 1, got {num_tokens}")
+    source = texts or (lambda: docstrings(sources))
+    yield from _with_needles(_real_documents(source, num_tokens, token_range, seed, count_tokens),
+                             needles, num_tokens, seed, first_id)
+
+
+def _with_needles(stream: Iterable[tuple[str, int]], needles: Sequence[Document], num_tokens: int,
+                  seed: int, first_id: int | None) -> Iterator[Document]:
+    """Documents of `stream` ((text, tokens) pairs) numbered from `first_id` (default: one past
+    the largest integer needle id, else 0), each needle inserted once at a seeded token offset
+    in [0, num_tokens)."""
     ids = [d.id for d in needles]
     if len(set(ids)) != len(ids):
         raise ConfigError("haystack: repeated needle ids")
@@ -155,17 +165,44 @@ def haystack(num_tokens: int, needles: Sequence[Document] = (), *,
     places = rng.integers(0, num_tokens, size=len(needles))
     pending = [needles[i] for i in np.lexsort((rng.permutation(len(needles)), places))]
     places = np.sort(places).tolist()
-    source = texts or (lambda: docstrings(sources))
     produced = 0
-    for i, (text, n) in enumerate(_real_documents(source, num_tokens, token_range, seed,
-                                                  count_tokens)):
+    for i, (text, n) in enumerate(stream):
         while pending and places[0] <= produced:
             places.pop(0)
             yield pending.pop(0)
         doc_id = str(first_id + i)
         if doc_id in ids:
-            raise ConfigError(f"haystack: real document id {doc_id!r} is a needle's; pass a "
+            raise ConfigError(f"haystack: distractor id {doc_id!r} is a needle's; pass a "
                               "larger first_id")
         yield Document(doc_id, text=text)
         produced += n
     yield from pending
+
+
+def synthetic_haystack(num_tokens: int, needles: Sequence[Document] = (), *,
+                       people: Sequence[int] | None = None, seed: int = 0,
+                       count_tokens: Callable[[str], int] = utf8_length,
+                       first_id: int | None = None, block: int = 4096) -> Iterator[Document]:
+    """Synthetic fact documents (`make_needle_task`'s distractors, 2-5 facts each) of at least
+    `num_tokens` tokens in all, with `needles` inserted as in `haystack`. `people` restricts the
+    persons the distractors name: pass the TRAINING persons (`EntitySplit().people("train")`)
+    and no distractor states a fact about, or names, an evaluation entity, so every evaluation
+    answer keeps its one source. Generated `block` documents at a time (streaming)."""
+    from msa_jax.data.synthetic import make_needle_task
+
+    if num_tokens < 1:
+        raise ConfigError(f"num_tokens must be >= 1, got {num_tokens}")
+
+    def stream():
+        produced = 0
+        for j in range(2 ** 31):
+            docs, _ = make_needle_task(block, 0, seed=int(np.random.SeedSequence(
+                [seed, j]).generate_state(1)[0]), people=people)
+            for d in docs:
+                n = count_tokens(d.text)
+                yield d.text, n
+                produced += n
+                if produced >= num_tokens:
+                    return
+
+    yield from _with_needles(stream(), needles, num_tokens, seed, first_id)

@@ -150,3 +150,24 @@ def check_disjoint(suite: EvalSuite, samples: Sequence[Sample]):
     if found:
         raise InputError(f"the evaluation set leaks into the training samples: "
                          f"{'; '.join(found[:3])} ({len(found)} in all)")
+
+
+HAYSTACKS = ("synthetic", "real")
+
+
+def memory_documents(kind: str, num_tokens: int, needles: Sequence[Document], count_tokens,
+                     seed: int = 0, entities: EntitySplit = EntitySplit()) -> list[Document]:
+    """The evaluation memory: `needles` among distractors of `num_tokens` tokens in all
+    (`count_tokens(text)`: the model's tokenizer), "synthetic" fact documents naming only
+    TRAINING persons (so no distractor touches an evaluation entity) or "real" text
+    (msa_jax.data.haystack: Python docstrings); needles at seeded places."""
+    from msa_jax.data import haystack as hs
+
+    if kind == "synthetic":
+        docs = hs.synthetic_haystack(num_tokens, needles, people=entities.people("train"),
+                                     seed=seed, count_tokens=count_tokens)
+    elif kind == "real":
+        docs = hs.haystack(num_tokens, needles, seed=seed, count_tokens=count_tokens)
+    else:
+        raise InputError(f"haystack {kind!r}: expected one of {', '.join(HAYSTACKS)}")
+    return list(docs)

@@ -1,225 +1,164 @@
-"""Run the whole MSA pipeline on a tiny RANDOM model: no downloads, no torch, under a minute.
+"""`msa-jax demo`: the bundled trained tiny MSA model answering held-out questions from a memory.
 
-1. build a random Qwen3 checkpoint in Hugging Face format (config.json, model.safetensors, byte
-   tokenizer); 2. convert it (cast to another dtype); 3. generate from a prompt; 4. upgrade it
-   to MSA (router layers); 5. encode a synthetic corpus into a memory bank, save it and load it
-   back; 6. ask questions with and without Memory Interleave, printing the documents routed per
-   router layer with their scores, the timings and the bytes per memory token of each tier.
-Everything is written under the config's output_dir (default outputs/demo); the checkpoints and
-bank there work with the other commands (`msa-jax ask --model=... --bank=...`). The weights are
-random, so answers are gibberish until a trained tiny model is bundled.
+    msa-jax demo                                              # 1M-token memory, 12 questions
+    msa-jax demo --config.memory_tokens=10_000_000            # grow the memory
+    msa-jax demo --config.ask.questions="('What is the lucky boat of Lena K. Sato?',)"
+    msa-jax demo --config.model=DIR --config.corpus=docs.jsonl --config.queries=queries.jsonl
+
+Steps: 1. load the model (default: the bundled models/msa-tiny-demo, trained here from scratch
+with configs/train_demo.py; its model card says what it can and cannot do); 2. build the memory:
+the evaluation set's needle documents (msa_jax.eval.evalset: held-out persons, never seen in
+training) among synthetic distractors naming training persons only, grown to `memory_tokens`
+(or your own corpus), encoded with a progress bar; 3. answer the held-out questions through
+Memory Interleave, printing per question the ids the model wrote and the documents routed per
+round, the answer and the time; 4. report document-id and answer exact match (single-hop and
+two-hop apart). Writes output_dir/answers.json. `msa-jax smoke` runs every stage on a random
+model instead (the pipeline smoke test).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 
 from absl import flags
 
 from msa_jax.cli import common, report
 
 NAME = "demo"
-SUMMARY = "the whole pipeline on a tiny random model (no downloads): convert, generate, encode, ask"
+SUMMARY = "the bundled trained tiny MSA model answering held-out questions from a 1M-token memory"
 USAGE = "[--config=configs/demo.py] [--config.section.key=VALUE ...]"
-SIZE_KEYS = ("vocab_size", "num_layers", "hidden_size", "intermediate_size", "num_heads",
-             "num_kv_heads", "head_dim")
-RANDOM_NOTE = ("NOTE: the model is RANDOMLY INITIALISED: its text is gibberish and its routing "
-               "scores are noise. A trained tiny model will be bundled later; this run shows the "
-               "pipeline, the routing output, timings and memory costs.")
+BUNDLED_MODEL = "msa-tiny-demo"
 
 
-def default_config_path(name: str = "demo.py") -> str:
-    """configs/NAME of the repository (a checkout or an editable install), else the copy a wheel
-    installs as msa_jax/configs/NAME (setup.py)."""
+def bundled_model_path() -> str:
+    """models/msa-tiny-demo of the repository, else the copy a wheel installs (msa_jax/models)."""
     for root in (common.REPO_ROOT, common.PACKAGE_ROOT):
-        path = os.path.join(root, "configs", name)
-        if os.path.exists(path):
+        path = os.path.join(root, "models", BUNDLED_MODEL)
+        if os.path.isdir(path):
             return path
-    return os.path.join("configs", name)
+    return os.path.join("models", BUNDLED_MODEL)
 
 
 def define_flags(fv: flags.FlagValues, argv):
-    common.define_config_flag(fv, argv, default_config_path(),
+    from msa_jax.cli.commands.smoke import default_config_path
+
+    common.define_config_flag(fv, argv, default_config_path("demo.py"),
                               "default: configs/demo.py, which documents every key")
 
 
-def _step(i: int, text: str):
-    print(f"\n[{i}/6] {text}", flush=True)
+def _questions(c):
+    """(EvalItems or Queries to ask, needle documents): the evaluation set's first questions,
+    or the config's query file; plus the config's own questions (no reference)."""
+    from msa_jax.data import Query, load_queries
+    from msa_jax.eval.evalset import build_eval_suite
+
+    own = [Query(f"own{i}", q) for i, q in enumerate(c.ask.questions)]
+    if c.queries:
+        return list(load_queries(c.queries)) + own, []
+    suite = build_eval_suite()
+    one = [it for it in suite.items if it.hops == 1][:c.single_hop]
+    two = [it for it in suite.items if it.hops == 2][:c.two_hop]
+    return one + two + own, list(suite.documents)
 
 
-def _checkpoints(c, out: str):
-    """Steps 1-2: a random Qwen3 checkpoint and its converted copy.
-    Returns (random checkpoint, converted checkpoint, tokenizer)."""
-    import msa_jax
-    from msa_jax.convert import convert_checkpoint
+def _corpus(c, needles, tok):
+    """The memory's documents: the config's corpus file, else the needles among `haystack`
+    distractors grown to memory_tokens tokens of `tok`."""
+    from msa_jax.data import load_corpus
+    from msa_jax.errors import InputError
+    from msa_jax.eval.evalset import memory_documents
 
-    cfg = msa_jax.preset(c.model.preset, **{k: c.model[k] for k in SIZE_KEYS})
-    cfg, tok = common.attach_byte_tokenizer(cfg)
-    if tok is None:
-        raise msa_jax.ConfigError(f"model.vocab_size={cfg.vocab_size} is too small for the byte "
-                                  "tokenizer (needs >= 263)")
-    raw = os.path.join(out, "qwen3-random")
-    _step(1, f"random Qwen3 checkpoint (seed {c.seed}) -> {raw}")
-    with common.Timer() as t:
-        model = msa_jax.MSAModel.random(cfg, seed=c.seed, tokenizer=tok)
-        model.save_pretrained(raw, overwrite=True)
-    print(f"  {', '.join(sorted(os.listdir(raw)))}  ({t.seconds:.1f} s)")
-    for line in report.model_lines(cfg, tokenizer=tok)[:3]:
-        print("  " + line)
-    cast = os.path.join(out, f"qwen3-random-{c.model.checkpoint_dtype}")
-    _step(2, f"convert (validate every tensor, cast to {c.model.checkpoint_dtype}) -> {cast}")
-    with common.Timer() as t:
-        convert_checkpoint(raw, cast, dtype=c.model.checkpoint_dtype, overwrite=True)
-        tok.save(cast)
-    sizes = {p: sum(os.path.getsize(os.path.join(p, f)) for f in os.listdir(p)
-                    if f.endswith(".safetensors")) for p in (raw, cast)}
-    print(f"  weights {report.size(sizes[raw])} -> {report.size(sizes[cast])}  ({t.seconds:.1f} s)")
-    return raw, cast, tok
+    if c.corpus:
+        return list(load_corpus(c.corpus))
+    try:
+        return memory_documents(c.haystack, c.memory_tokens, needles,
+                                lambda text: len(tok.encode(text)), seed=c.seed)
+    except InputError as e:
+        raise common.UsageError(f"--config.haystack: {e}") from None
 
 
-def _generate(c, path: str):
-    """Step 3: load the converted checkpoint and continue a prompt."""
-    import msa_jax
+def _ask_all(c, model, bank, questions) -> list[dict]:
+    from msa_jax.eval.score import score_answer
 
-    g = c.generation
-    model = msa_jax.from_pretrained(path, dtype=c.model.dtype,
-                                    kernel_implementation=c.model.kernel_implementation)
-    _step(3, f"generate ({'greedy' if not g.temperature else f'temperature {g.temperature}'}, "
-             f"{g.max_new_tokens} new tokens, compute {model.cfg.dtype})")
-    with common.Timer() as t:
-        text = model.generate(g.prompt, max_new_tokens=g.max_new_tokens,
-                              temperature=g.temperature, top_p=g.top_p, seed=g.seed)
-    print(f"  prompt: {g.prompt!r}\n  output: {report.show(text)}  ({t.seconds:.1f} s, JIT "
-          "compilation included)")
-
-
-def _msa_model(c, src: str, out: str, tok):
-    """Step 4: upgrade the converted checkpoint to MSA and load it."""
-    import msa_jax
-    from msa_jax.config import parse_router_layers
-    from msa_jax.convert import convert_checkpoint, read_config
-
-    layers = parse_router_layers(c.msa.router_layers, read_config(src).num_layers)
-    msa = msa_jax.MSAConfig(router_layers=layers, pooling_size=c.msa.pooling_size,
-                            top_k_docs=c.msa.top_k_docs, prefix_token_ids=common.chat_prefix(tok))
-    dst = os.path.join(out, "msa-random")
-    _step(4, f"upgrade to MSA: router layers {','.join(map(str, layers))}, P={msa.pooling_size}, "
-             f"top-{msa.top_k_docs} -> {dst}")
-    with common.Timer() as t:
-        convert_checkpoint(src, dst, msa=msa, seed=c.seed, overwrite=True)
-        tok.save(dst)
-        model = msa_jax.from_pretrained(dst, dtype=c.model.dtype,
-                                        kernel_implementation=c.model.kernel_implementation)
-    print(f"  router projections drawn ~ N(0, {msa.router_init_std}) as the reference does  "
-          f"({t.seconds:.1f} s)")
-    return dst, model
+    a, records = c.ask, []
+    for n, q in enumerate(questions, 1):
+        reference = tuple(getattr(q, "relevant_ids", getattr(q, "reference_ids", ())))
+        expected = getattr(q, "answer", None) or " | ".join(getattr(q, "answers", ()))
+        hops = getattr(q, "hops", None)
+        print(f"\n  [{n}/{len(questions)}] {q.question}" + (
+            f"  ({hops}-hop; documents [{', '.join(reference)}], expected {expected!r})"
+            if reference else ""), flush=True)
+        with common.Timer() as t:
+            answer = model.ask(q.question, bank, interleave=a.interleave, max_rounds=a.max_rounds,
+                               max_new_tokens=a.max_new_tokens, answer_tokens=a.answer_tokens)
+        for line in report.answer_lines(answer, reference, indent="    "):
+            print(line)
+        record = dict(report.answer_record(q.question, answer, reference, q.id, t.seconds),
+                      hops=hops, expected=expected)
+        if hasattr(q, "hops"):
+            record.update(score_answer(q, answer))
+            print(f"    ids {'right' if record['doc_id_match'] else 'WRONG'}, answer "
+                  f"{'right' if record['answer_match'] else 'WRONG'}  ({t.seconds:.2f} s)")
+        else:
+            print(f"    ({t.seconds:.2f} s)")
+        records.append(record)
+    return records
 
 
-def _bank(c, model, out: str):
-    """Step 5: synthetic corpus -> memory bank -> saved -> loaded back. Returns (bank, queries)."""
-    import msa_jax
-    from msa_jax.data import make_needle_task, save_corpus, save_queries
-
-    docs, queries = make_needle_task(c.corpus.num_docs, c.ask.num_questions, seed=c.corpus.seed,
-                                     facts_per_doc=tuple(c.corpus.facts_per_doc))
-    save_corpus(docs, os.path.join(out, "corpus.jsonl"))
-    save_queries(queries, os.path.join(out, "queries.jsonl"))
-    path, journal = os.path.abspath(os.path.join(out, "bank")), os.path.join(out, "encode-journal")
-    _step(5, f"memory bank: {len(docs)} synthetic documents (e.g. {report.show(docs[0].text, 70)})")
-    with common.Timer() as t:
-        bank = model.encode_memory(docs, block_tokens=c.memory.block_tokens or None,
-                                   journal=journal, progress=False, dtype=c.memory.dtype or None)
-    print(f"  encoded in {t.seconds:.1f} s (JIT compilation included)")
-    with common.Timer() as t:
-        msa_jax.save_bank(bank, path, overwrite=True)
-        shutil.rmtree(journal, ignore_errors=True)  # the saved bank supersedes it
-        bank = msa_jax.load_bank(path)
-    print(f"  saved to {os.path.join(out, 'bank')} and loaded back, checksums verified "
-          f"({t.seconds:.1f} s)")
-    for line in report.bank_lines(bank):
-        print("  " + line)
-    return bank, queries
-
-
-def _modes(setting: str) -> list[bool]:
-    modes = {"both": [False, True], "on": [True], "off": [False]}
-    if setting not in modes:
-        raise common.UsageError(f"--config.ask.interleave_modes={setting!r}: expected both, on "
-                                "or off")
-    return modes[setting]
-
-
-# config keys -> the flag (common.BOUNDS) whose rule checks them
-_NUMERIC_SETTINGS = {
-    "seed": "seed", "model.vocab_size": "vocab_size", "msa.pooling_size": "pooling_size",
-    "msa.top_k_docs": "top_k", "memory.block_tokens": "block_tokens",
-    "generation.max_new_tokens": "max_new_tokens", "generation.temperature": "temperature",
-    "generation.top_p": "top_p", "generation.seed": "seed", "ask.max_rounds": "max_rounds",
-    "ask.max_new_tokens": "max_new_tokens", "ask.answer_tokens": "answer_tokens",
-}
+def _summary(records: list[dict]) -> list[str]:
+    lines = []
+    for name, group in (("all", [r for r in records if "answer_match" in r]),
+                        ("single-hop", [r for r in records if r.get("hops") == 1]),
+                        ("two-hop", [r for r in records if r.get("hops") == 2])):
+        if group:
+            ids = sum(r["doc_id_match"] for r in group)
+            ok = sum(r["answer_match"] for r in group)
+            lines.append(f"{name:>10}: answer exact match {ok}/{len(group)} "
+                         f"({100 * ok / len(group):.0f}%), document ids {ids}/{len(group)}")
+    return lines
 
 
 def _check(c):
-    """Fail on a bad setting before any work is done."""
-    for key, name in _NUMERIC_SETTINGS.items():
+    for key, name in (("memory_tokens", "memory_tokens"), ("ask.max_rounds", "max_rounds"),
+                      ("ask.max_new_tokens", "max_new_tokens"),
+                      ("ask.answer_tokens", "answer_tokens"), ("seed", "seed")):
         common.config_setting(c, key, name)
-    for key in ("model.dtype", "model.checkpoint_dtype"):
-        if common.config_value(c, key) not in common.DTYPES:
-            raise common.UsageError(f"--config.{key}={common.config_value(c, key)!r}: expected "
-                                    f"one of {', '.join(common.DTYPES)}")
-    _modes(c.ask.interleave_modes)
-
-
-def _ask(c, model, bank, queries) -> list[dict]:
-    """Step 6: every question, with and / or without Memory Interleave."""
-    from msa_jax.data import Query
-
-    a = c.ask
-    queries = list(queries) + [Query(f"extra{i}", q) for i, q in enumerate(a.questions)]
-    _step(6, f"{len(queries)} questions; routed documents per router layer, best first, "
-             "* = the document holding the answer")
-    records, recalls = [], []
-    for q in queries:
-        print(f"\n  Q{q.id}: {q.question}" + (f"  (reference [{', '.join(q.reference_ids)}], "
-                                               f"expected {' | '.join(q.answers)})"
-                                               if q.reference_ids else ""))
-        for interleave in _modes(a.interleave_modes):
-            with common.Timer() as t:
-                answer = model.ask(q.question, bank, interleave=interleave,
-                                   max_rounds=a.max_rounds, max_new_tokens=a.max_new_tokens,
-                                   answer_tokens=a.answer_tokens)
-            mode = "with" if interleave else "without"
-            print(f"    {mode} Memory Interleave ({t.seconds:.1f} s)")
-            for line in report.answer_lines(answer, q.reference_ids, indent="      "):
-                print(line)
-            record = report.answer_record(q.question, answer, q.reference_ids, q.id, t.seconds)
-            records.append(dict(record, interleave=interleave))
-            if not interleave and "recall" in record:
-                recalls.append(report.recall(report.question_routing(answer), q.reference_ids))
-    if recalls:
-        print()
-        for line in report.recall_lines(recalls, model.cfg.msa.top_k_docs):
-            print("  " + line + "  (random model: chance level)")
-    return records
+    if c.single_hop < 0 or c.two_hop < 0:
+        raise common.UsageError("--config.single_hop and --config.two_hop must be >= 0")
 
 
 def execute(fv: flags.FlagValues, config):
     c = config
     _check(c)
-    out = c.output_dir
-    os.makedirs(out, exist_ok=True)
-    print(f"msa-jax demo -> {out}\n{RANDOM_NOTE}")
+    os.makedirs(c.output_dir, exist_ok=True)
+    path = c.model or bundled_model_path()
     with common.Timer() as total:
-        _, cast, tok = _checkpoints(c, out)
-        _generate(c, cast)
-        msa_dir, model = _msa_model(c, cast, out, tok)
-        bank, queries = _bank(c, model, out)
-        records = _ask(c, model, bank, queries)
-        common.write_json(os.path.join(out, "answers.json"), {"questions": records})
-    print(f"\ndone in {total.seconds:.1f} s (most of it JIT compilation; a second run reuses the "
-          f"compilation cache). Answers: {os.path.join(out, 'answers.json')}\n"
-          "Reminder: the weights are random, so the answers are gibberish.\nNext:\n"
-          f"  msa-jax info --model={msa_dir} --bank={os.path.join(out, 'bank')}\n"
-          f"  msa-jax ask --model={msa_dir} --bank={os.path.join(out, 'bank')} "
-          f"--queries={os.path.join(out, 'queries.jsonl')} --nointerleave")
+        print(f"[1/4] model {path}", flush=True)
+        model = common.load_model(path, kernel_implementation=c.kernel_implementation)
+        for line in report.model_lines(model.cfg, tokenizer=model.tokenizer)[:3]:
+            print("  " + line)
+        questions, needles = _questions(c)
+        with common.Timer() as t:
+            docs = _corpus(c, needles, model.tokenizer)
+        what = c.corpus or (f"{len(needles)} needles among {c.haystack} distractors "
+                            f"(persons of the training split only)")
+        print(f"\n[2/4] memory: {len(docs):,} documents, {what} ({t.seconds:.1f} s)", flush=True)
+        with common.Timer() as t:
+            bank = model.encode_memory(docs, block_tokens=c.memory.block_tokens or None,
+                                       progress=True, dtype=c.memory.dtype or None)
+        print(f"  encoded {bank.num_tokens:,} tokens in {t.seconds:.1f} s "
+              f"({bank.num_tokens / max(t.seconds, 1e-9):,.0f} tokens/s, JIT included)")
+        for line in report.bank_lines(bank):
+            print("  " + line)
+        mode = "with" if c.ask.interleave else "without"
+        print(f"\n[3/4] {len(questions)} questions, {mode} Memory Interleave; routed documents "
+              "per round and router layer, best first, * = a relevant document", flush=True)
+        records = _ask_all(c, model, bank, questions)
+        print("\n[4/4] accuracy")
+        for line in _summary(records):
+            print("  " + line)
+        common.write_json(os.path.join(c.output_dir, "answers.json"),
+                          {"model": path, "memory_tokens": bank.num_tokens,
+                           "questions": records})
+    print(f"\ndone in {total.seconds:.1f} s. Answers: "
+          f"{os.path.join(c.output_dir, 'answers.json')}")

@@ -34,7 +34,7 @@ def define_flags(fv: flags.FlagValues, argv):
     flags.DEFINE_integer("steps", None, "Stop after this many more steps (default: the whole "
                          "schedule).", lower_bound=1, flag_values=fv)
     flags.DEFINE_boolean("progress", True, "Show a progress bar.", flag_values=fv)
-    from msa_jax.cli.commands.demo import default_config_path
+    from msa_jax.cli.commands.smoke import default_config_path
 
     common.define_config_flag(fv, argv, default_config_path("train_tiny.py"),
                               "a training recipe; default: configs/train_tiny.py")
