@@ -30,6 +30,7 @@ def get_config() -> config_dict.ConfigDict:
     c.memory = config_dict.ConfigDict()
     c.memory.block_tokens = 0  # tokens per encoding block; 0 = automatic
     c.memory.dtype = ""  # dtype of the bank's tiers; "" = the model's compute dtype
+    c.memory.routing_dtype = ""  # routing tier: "" = memory.dtype, or int8 (docs/architecture.md)
 
     c.ask = config_dict.ConfigDict()
     c.ask.questions = ()  # questions of your own, e.g. --config.ask.questions="('Hi?',)"

@@ -46,6 +46,7 @@ def get_config() -> config_dict.ConfigDict:
     c.memory = config_dict.ConfigDict()
     c.memory.block_tokens = 0  # tokens per encoding block; 0 = automatic
     c.memory.dtype = ""  # dtype of the bank's tiers; "" = the model's compute dtype
+    c.memory.routing_dtype = ""  # routing tier: "" = memory.dtype, or int8 (docs/architecture.md)
 
     c.generation = config_dict.ConfigDict()
     c.generation.prompt = "The lucky boat of"  # prompt of the plain-generation step

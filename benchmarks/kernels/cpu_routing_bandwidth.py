@@ -77,7 +77,7 @@ def scan_fn(cfg, rows: int, docs: int):
     def scan(qr, routing, kr, chunk_doc):
         index, mask = routing_rows(cfg.msa, routing, rows)  # make_route's compaction
         zeros = jnp.zeros((docs,), jnp.int32)
-        view = MemoryView((kr,), (kr[:1],), (kr[:1],), chunk_doc, zeros, zeros, 1)
+        view = MemoryView((kr,), (kr[:1],), (kr[:1],), chunk_doc, zeros, zeros, None, 1)
         info = local_select(cfg, view, 0, gather_rows(qr, index), mask)
         return info.doc_ids, info.scores
 

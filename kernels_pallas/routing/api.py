@@ -18,11 +18,15 @@ CHUNK_REDUCES = ("max", "mean")
 _OPTIONS = ("similarity", "scale", "head_reduce", "query_reduce", "block_chunks")
 
 
-def _validate(qr, q_mask, kr, *, similarity, head_reduce, query_reduce, block_chunks):
+def _validate(qr, q_mask, kr, kr_scale, *, similarity, head_reduce, query_reduce, block_chunks):
     common.check_array("qr", qr, (None, None, None, None), "float")
     b, t, n, h = qr.shape
     common.check_array("q_mask", q_mask, (b, t), [jnp.bool_])
-    common.check_array("kr", kr, (None, None, h), "float")
+    if kr_scale is None:
+        common.check_array("kr", kr, (None, None, h), "float")
+    else:  # an int8 tier and its per-(chunk, KV head) scales
+        common.check_array("kr", kr, (None, None, h), [jnp.int8])
+        common.check_array("kr_scale", kr_scale, kr.shape[:2], [jnp.float32])
     common.check_gqa(n, kr.shape[1], "qr", "kr")
     common.check_choice("similarity", similarity, SIMILARITIES)
     common.check_choice("head_reduce", head_reduce, HEAD_REDUCES)
@@ -34,12 +38,16 @@ def _validate(qr, q_mask, kr, *, similarity, head_reduce, query_reduce, block_ch
 @functools.partial(
     jax.jit, static_argnames=("num_docs", "chunk_reduce", "implementation", "interpret") + _OPTIONS
 )
-def _doc_scores(qr, q_mask, kr, chunk_doc, *, num_docs, implementation, interpret, **options):
+def _doc_scores(qr, q_mask, kr, chunk_doc, kr_scale, *, num_docs, implementation, interpret,
+                **options):
     if implementation == "pallas":
         return pallas.routing_doc_scores(
-            qr, q_mask, kr, chunk_doc, num_docs=num_docs, interpret=interpret, **options
+            qr, q_mask, kr, chunk_doc, num_docs=num_docs, interpret=interpret, kr_scale=kr_scale,
+            **options
         )
-    return reference.routing_doc_scores(qr, q_mask, kr, chunk_doc, num_docs=num_docs, **options)
+    return reference.routing_doc_scores(
+        qr, q_mask, kr, chunk_doc, num_docs=num_docs, kr_scale=kr_scale, **options
+    )
 
 
 _chunk_scores = jax.jit(reference.routing_chunk_scores, static_argnames=_OPTIONS)
@@ -61,6 +69,7 @@ def routing_doc_scores(
     implementation="auto",
     interpret=False,
     block_chunks=None,
+    kr_scale=None,
 ):
     """Document scores of the routing scan (SPEC.md §1).
 
@@ -68,11 +77,14 @@ def routing_doc_scores(
     routing tier (pooled router keys of one router layer); chunk_doc [C] int32 chunk -> document in
     [0, num_docs), -1 for an empty slot. Returns [B, num_docs] float32; rows with no masked token and
     documents with no chunk get -inf. block_chunks: chunks per tile (power of two).
+    kr_scale [C, K] float32: kr is an int8 tier whose values are kr * kr_scale (dequantised per
+    tile inside the scan; SPEC.md §1).
     """
     _validate(
         qr,
         q_mask,
         kr,
+        kr_scale,
         similarity=similarity,
         head_reduce=head_reduce,
         query_reduce=query_reduce,
@@ -87,6 +99,7 @@ def routing_doc_scores(
         q_mask,
         kr,
         chunk_doc,
+        kr_scale,
         num_docs=num_docs,
         similarity=similarity,
         scale=float(scale),
@@ -116,6 +129,7 @@ def routing_chunk_scores(
         qr,
         q_mask,
         kr,
+        None,
         similarity=similarity,
         head_reduce=head_reduce,
         query_reduce=query_reduce,

@@ -5,7 +5,8 @@ registers), scores it against all routing queries (head reduction accumulated ac
 then a masked token reduction) and writes [B, bc] token-reduced partials. The tiny XLA epilogue
 (shared with the reference) finishes the token mean and reduces chunks to documents: the [B, C]
 float32 partials are 4*B bytes per chunk against 2*K*H bytes of tier read (0.2% at B = 1, MSA-4B).
-Top-k stays in XLA (lax.top_k does not lower in Pallas-Triton).
+Top-k stays in XLA (lax.top_k does not lower in Pallas-Triton). An int8 tier is read as int8 and
+dequantised in registers (its [bc, K] scales are a second, 4/H-sized input).
 """
 
 from __future__ import annotations
@@ -29,8 +30,7 @@ def _routing_kernel(
     q_ref,
     mask_ref,
     kr_ref,
-    out_ref,
-    *,
+    *refs,
     num_kv_heads,
     group,
     block_tokens,
@@ -39,8 +39,10 @@ def _routing_kernel(
     token_max,
     num_chunks,
 ):
-    """q_ref [B, NQ, Tp, H]; mask_ref [B, Tp] float32; kr_ref [bc, K, H]; out_ref [B, bc].
+    """q_ref [B, NQ, Tp, H]; mask_ref [B, Tp] float32; kr_ref [bc, K, H]; refs: (out_ref [B, bc])
+    or, for an int8 tier, (scale_ref [bc, K, 1] float32, out_ref).
     num_chunks: C when the last tile is ragged (its rows >= C are never read), else None."""
+    scale_ref, out_ref = refs if len(refs) == 2 else (None, refs[0])
     batch, _, tokens, _ = q_ref.shape
     block_chunks = kr_ref.shape[0]
     precision = bm.precision_for(q_ref.dtype)
@@ -49,6 +51,9 @@ def _routing_kernel(
 
     def kv_tile(k):  # [bc, H] tier slice of KV head k, and its 1/|kr| [bc] (cosine)
         kr = common.load_rows(kr_ref, 0, block_chunks, limit, jnp.int32(k), slice(None))
+        if scale_ref is not None:  # [bc, H] int8 * [bc, 1]
+            scale = common.load_rows(scale_ref, 0, block_chunks, limit, jnp.int32(k), slice(None))
+            kr = kr.astype(jnp.float32) * scale
         if not cosine:
             return kr, None
         norm = jnp.sqrt(jnp.sum(kr.astype(jnp.float32) ** 2, axis=1))
@@ -79,9 +84,10 @@ def _routing_kernel(
 
 
 def chunk_partials(
-    q, q_mask, kr, *, similarity, head_reduce, query_reduce, block_chunks, interpret
+    q, q_mask, kr, *, similarity, head_reduce, query_reduce, block_chunks, interpret, kr_scale=None
 ):
-    """q [B, T, NQ, H] prepared queries; q_mask [B, T]; kr [C, K, H] -> partials [B, C] float32."""
+    """q [B, T, NQ, H] prepared queries; q_mask [B, T]; kr [C, K, H] (int8 with kr_scale [C, K])
+    -> partials [B, C] float32."""
     b, t, nq, h = q.shape
     c, k, _ = kr.shape
     bc = block_chunks or common.block_size(c, BLOCK_CHUNKS)
@@ -102,20 +108,25 @@ def chunk_partials(
         token_max=query_reduce == "max",
         num_chunks=c if c % bc else None,
     )
+    in_specs = [
+        pl.BlockSpec(q.shape, lambda i: (0, 0, 0, 0)),
+        pl.BlockSpec(mask.shape, lambda i: (0, 0)),
+        pl.BlockSpec((bc, k, hp), lambda i: (i, 0, 0)),
+    ]
+    inputs = [q, mask, kr]
+    if kr_scale is not None:  # [C, K, 1]: a bitcast; one head's scales load like a tier row
+        in_specs.append(pl.BlockSpec((bc, k, 1), lambda i: (i, 0, 0)))
+        inputs.append(kr_scale.astype(jnp.float32)[:, :, None])
     out = pl.pallas_call(
         kernel,
         grid=(cp // bc,),
-        in_specs=[
-            pl.BlockSpec(q.shape, lambda i: (0, 0, 0, 0)),
-            pl.BlockSpec(mask.shape, lambda i: (0, 0)),
-            pl.BlockSpec((bc, k, hp), lambda i: (i, 0, 0)),
-        ],
+        in_specs=in_specs,
         out_specs=pl.BlockSpec((b, bc), lambda i: (0, i)),
         out_shape=jax.ShapeDtypeStruct((b, cp), jnp.float32),
         compiler_params=common.compiler_params(NUM_WARPS, NUM_STAGES),
         interpret=interpret,
         name="msa_routing_scan",
-    )(q, mask, kr)
+    )(*inputs)
     return out[:, :c]
 
 

@@ -10,6 +10,10 @@ Head mean is applied to the queries first: mean_n q_n . kr_{n//G} = sum_k (sum_g
 so "mean" costs K dot products per chunk instead of N (and one GEMM over (k, h) for "dot").
 With a token mean as well the score is linear in the query, so the tokens fold into one query row
 (fold_token_mean).
+
+An int8 routing tier (symmetric, one float32 scale per chunk and KV head: kr = q * scale) is
+dequantised tile by tile inside the scan (dequantize_tile): the tier is read as int8 and no float
+copy of it is ever made.
 """
 
 from __future__ import annotations
@@ -83,17 +87,35 @@ def fold_token_mean(q, q_mask, query_reduce: str, head_reduce: str):
     return mean, jnp.any(q_mask, axis=1, keepdims=True), "max"
 
 
-def tile_scores(q, kr_tile, *, num_kv_heads: int, similarity: str, head_reduce: str):
-    """q [B, T, NQ, H] (prepared); kr_tile [c, K*H] -> head-reduced scores [c, B, T] in
-    common.accum_dtype(kr_tile.dtype).
+def score_dtype(kr_dtype):
+    """The dtype a tier of `kr_dtype` is scored in: accum_dtype of a float tier, float32 for
+    an int8 one."""
+    return common.accum_dtype(kr_dtype)  # promote(int8, float32) = float32
+
+
+def dequantize_tile(kr_tile, scale_tile, num_kv_heads: int):
+    """kr_tile [c, K*H] int8, scale_tile [c, K] float32 -> [c, K*H] float32 (kr * scale, one
+    exact product per value: the same numbers as dequantising the whole tier)."""
+    c = kr_tile.shape[0]
+    kr = kr_tile.astype(jnp.float32).reshape(c, num_kv_heads, -1)
+    return (kr * scale_tile.astype(jnp.float32)[:, :, None]).reshape(c, -1)
+
+
+def tile_scores(q, kr_tile, *, num_kv_heads: int, similarity: str, head_reduce: str,
+                scale_tile=None):
+    """q [B, T, NQ, H] (prepared); kr_tile [c, K*H] (scale_tile [c, K] with an int8 tile) ->
+    head-reduced scores [c, B, T] in score_dtype(kr_tile.dtype).
 
     Chunk-major 2-D matmuls that stream the tile once: "mean" is one [c, K*H] x [K*H, B*T] GEMM
     (or, for 2-16 rows on CPU, a fused multiply + row-sum); "max" is one [c, H] x [H, B*T*G] GEMM
     per KV head. (A 3-operand einsum over (k, h) ran ~10x slower on XLA:CPU.)"""
     b, t, nq, h = q.shape
     c, k = kr_tile.shape[0], num_kv_heads
-    acc = common.accum_dtype(kr_tile.dtype)
-    kr = kr_tile.astype(acc)
+    acc = score_dtype(kr_tile.dtype)
+    if scale_tile is not None:
+        kr = dequantize_tile(kr_tile, scale_tile, k)
+    else:
+        kr = kr_tile.astype(acc)
     if similarity == "cosine":
         kr = kr.reshape(c, k, h)
         kr = (kr / jnp.maximum(jnp.linalg.norm(kr, axis=-1, keepdims=True), EPS)).reshape(c, k * h)
@@ -162,13 +184,19 @@ def chunks_to_documents(chunk_scores, chunk_doc, num_docs: int, chunk_reduce: st
     return docs[:num_docs].T  # [B, M]
 
 
-def chunk_partials(q, q_mask, kr, *, similarity, head_reduce, query_reduce, block_chunks):
-    """Streams kr [C, K, H] in tiles -> token-reduced partials [B, C] (float32, or float64)."""
+def chunk_partials(
+    q, q_mask, kr, *, similarity, head_reduce, query_reduce, block_chunks, kr_scale=None
+):
+    """Streams kr [C, K, H] (int8 with kr_scale [C, K]) in tiles -> token-reduced partials [B, C]
+    (float32, or float64)."""
     c, k, h = kr.shape
     flat = kr.reshape(c, k * h)  # a bitcast, no copy
     q = mask_queries(q, q_mask, query_reduce)
-    per_tile = lambda tile: token_reduce(
-        tile_scores(q, tile, num_kv_heads=k, similarity=similarity, head_reduce=head_reduce),
+    per_tile = lambda tile, scale: token_reduce(
+        tile_scores(
+            q, tile, num_kv_heads=k, similarity=similarity, head_reduce=head_reduce,
+            scale_tile=scale,
+        ),
         query_reduce,
     )
     n_full = c // block_chunks
@@ -177,12 +205,15 @@ def chunk_partials(q, q_mask, kr, *, similarity, head_reduce, query_reduce, bloc
 
         def body(i, _):  # dynamic_slice of the tier: no padded or re-laid-out copy of it
             tile = lax.dynamic_slice_in_dim(flat, i * block_chunks, block_chunks, axis=0)
-            return i + 1, per_tile(tile)
+            scale = None if kr_scale is None else lax.dynamic_slice_in_dim(
+                kr_scale, i * block_chunks, block_chunks, axis=0)
+            return i + 1, per_tile(tile, scale)
 
         _, full = lax.scan(body, 0, None, length=n_full)  # [n, bc, B]
         parts.append(full.reshape(n_full * block_chunks, q.shape[0]))
     if c % block_chunks or not n_full:
-        parts.append(per_tile(flat[n_full * block_chunks :]))
+        rest = n_full * block_chunks
+        parts.append(per_tile(flat[rest:], None if kr_scale is None else kr_scale[rest:]))
     return jnp.concatenate(parts, axis=0).T if len(parts) > 1 else parts[0].T
 
 
@@ -197,9 +228,10 @@ def routing_chunk_scores(
     query_reduce="max",
     block_chunks=None,
     partials=None,
+    kr_scale=None,
 ):
     """qr [B, T, N, H], q_mask [B, T] bool, kr [C, K, H] -> [B, C] float32 chunk scores (float64
-    for float64 inputs).
+    for float64 inputs). An int8 kr comes with kr_scale [C, K] float32 (kr * scale is the tier).
 
     `partials` computes the token-reduced partials [B, C] from the prepared queries (the Pallas
     scan passes its kernel); default: this module's tiled XLA `chunk_partials`."""
@@ -211,7 +243,7 @@ def routing_chunk_scores(
         head_reduce=head_reduce,
     )
     q, q_mask, query_reduce = fold_token_mean(q, q_mask, query_reduce, head_reduce)
-    q = q.astype(kr.dtype)
+    q = q.astype(kr.dtype if kr_scale is None else score_dtype(kr.dtype))
     if partials is None:
         group = 1 if head_reduce == "mean" else q.shape[2] // kr.shape[1]  # rows per KV-head GEMM
         rows = q.shape[0] * q.shape[1] * group
@@ -225,6 +257,7 @@ def routing_chunk_scores(
         head_reduce=head_reduce,
         query_reduce=query_reduce,
         block_chunks=block_chunks,
+        kr_scale=kr_scale,
     )
     return finalize_token_reduce(partial, q_mask, query_reduce)
 
@@ -243,9 +276,10 @@ def routing_doc_scores(
     chunk_reduce="max",
     block_chunks=None,
     partials=None,
+    kr_scale=None,
 ):
     """-> [B, M] float32 (float64 for float64 inputs) document scores (see SPEC.md §1);
-    `partials` as routing_chunk_scores."""
+    `partials`, `kr_scale` as routing_chunk_scores."""
     chunk = routing_chunk_scores(
         qr,
         q_mask,
@@ -256,6 +290,7 @@ def routing_doc_scores(
         query_reduce=query_reduce,
         block_chunks=block_chunks,
         partials=partials,
+        kr_scale=kr_scale,
     )
     return chunks_to_documents(chunk, chunk_doc, num_docs, chunk_reduce)
 

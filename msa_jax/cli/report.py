@@ -86,7 +86,9 @@ def bank_lines(bank, where: str | None = None) -> list[str]:
              f"{bank.num_chunks:,} pooled chunks x {spec.num_router_layers} router layers"
              + (f" at {where}" if where else ""),
              f"chunk        P={spec.pooling_size} tokens -> [K={spec.num_kv_heads}, "
-             f"H={spec.head_dim}] {spec.dtype} per router layer; model {spec.fingerprint}",
+             f"H={spec.head_dim}] {spec.dtype}"
+             + (f" (routing tier {spec.routing_dtype})" if spec.routing_dtype else "")
+             + f" per router layer; model {spec.fingerprint}",
              f"  {'tier':<9}{'holds':<40}{'bytes':>14}  {'bytes/memory token':>18}"]
     holds = {"routing": "routing keys: scanned for every question",
              "content": "pooled K, V: read for top-k documents"}

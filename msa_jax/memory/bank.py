@@ -4,7 +4,10 @@ Per router layer r and pooled chunk c the bank holds K̄r[r, c] (the routing tie
 accelerator for every question) and K̄[r, c], V̄[r, c] (the content tier, read only for the
 selected documents; it may live in host memory). A document owns a contiguous run of chunk slots.
 
-Host arrays are the source of truth, stored chunk-major [C, R, K, H] (one chunk's rows of every
+The tiers are float32, bfloat16 (or float16/float64: `BankSpec.dtype`), and the routing tier may
+instead be int8 (`BankSpec.routing_dtype`), stored with one float32 scale per chunk, router layer
+and KV head (`routing_scale` [C, R, K]; msa_jax.memory.quantize) and dequantised tile by tile by
+the routing scan. Host arrays are the source of truth, stored chunk-major [C, R, K, H] (one chunk's rows of every
 router layer together, so that appending chunks appends to a file: msa_jax.memory.store); a bank
 read by `load_bank` keeps them memory-mapped from its files (copy-on-write: nothing is copied into
 RAM until it is changed). Fresh banks hold them in RAM with spare capacity, so adding documents is
@@ -27,9 +30,13 @@ import numpy as np
 from kernels_pallas.common import geometric_size  # at most 12.5 % padding
 from msa_jax.errors import BankError
 from msa_jax.memory.columns import TextColumn, TokenColumn
+from msa_jax.memory.quantize import quantize_int8
 from msa_jax.model.query import MemoryView
 
 TIERS = ("routing_keys", "content_k", "content_v")
+SCALE = "routing_scale"  # [C, R, K] float32: the scales of an int8 routing tier
+FLOAT_DTYPES = ("float32", "bfloat16", "float16", "float64")  # the tiers' dtypes
+ROUTING_DTYPES = FLOAT_DTYPES + ("int8",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +48,47 @@ class BankSpec:
     num_kv_heads: int  # K
     head_dim: int  # H
     pooling_size: int  # P
-    dtype: str  # of the tiers
+    dtype: str  # of the content tier, and of the routing tier unless routing_dtype says otherwise
+    routing_dtype: str = ""  # of the routing tier: "" (= dtype), a float dtype or "int8"
+
+    def __post_init__(self):
+        if self.dtype not in FLOAT_DTYPES:
+            hint = " (int8 is for the routing tier only: routing_dtype='int8')" \
+                if self.dtype == "int8" else ""
+            raise BankError(f"memory bank tier dtype {self.dtype!r} is not one of "
+                            f"{', '.join(FLOAT_DTYPES)}{hint}")
+        if self.routing_dtype not in ("",) + ROUTING_DTYPES:
+            raise BankError(f"memory bank routing_dtype {self.routing_dtype!r} is not one of "
+                            f"{', '.join(ROUTING_DTYPES)}")
+        if self.routing_dtype == self.dtype:
+            object.__setattr__(self, "routing_dtype", "")  # one spelling per bank layout
+
+    @property
+    def routing(self) -> str:
+        """The routing tier's dtype."""
+        return self.routing_dtype or self.dtype
+
+    @property
+    def quantized(self) -> bool:
+        """An int8 routing tier (with `routing_scale`)."""
+        return self.routing == "int8"
+
+    @property
+    def arrays(self) -> tuple[str, ...]:
+        """The chunk-major arrays a bank of this spec stores: the tiers (and the int8 scales)."""
+        return TIERS + ((SCALE,) if self.quantized else ())
+
+    def row_format(self, name: str) -> tuple[np.dtype, tuple[int, ...]]:
+        """(dtype, shape of one chunk's row) of a stored array: [R, K, H], scales [R, K]."""
+        r, k, h = self.num_router_layers, self.num_kv_heads, self.head_dim
+        if name == SCALE:
+            return np.dtype(np.float32), (r, k)
+        dtype = self.routing if name == "routing_keys" else self.dtype
+        return np.dtype(jnp.dtype(dtype)), (r, k, h)
+
+    def empty_rows(self, name: str, n: int) -> np.ndarray:
+        dtype, shape = self.row_format(name)
+        return np.zeros((n,) + shape, dtype)
 
     def chunk_shape(self, n: int) -> tuple[int, ...]:
         return (self.num_router_layers, n, self.num_kv_heads, self.head_dim)
@@ -93,7 +140,7 @@ class MemoryBank(DocumentSlots):
         self.spec = spec
         self.prefix_k = np.asarray(prefix_k)  # [L, Pf, K, H]
         self.prefix_v = np.asarray(prefix_v)
-        self._tiers = {n: np.zeros(spec.rows_shape(0), spec.np_dtype) for n in TIERS}
+        self._tiers = {n: spec.empty_rows(n, 0) for n in spec.arrays}
         self._chunk_doc = np.zeros(0, np.int32)
         self._num_chunks = 0
         self.doc_chunk_offset: list[int] = []
@@ -138,15 +185,17 @@ class MemoryBank(DocumentSlots):
         return self.doc_tokens.live_total()
 
     def rows(self, name: str) -> np.ndarray:
-        """routing_keys | content_k | content_v as stored, [num_chunks, R, K, H] (no copy); a
-        loaded bank checks the tier's checksums on this first read."""
+        """routing_keys | content_k | content_v as stored, [num_chunks, R, K, H] (no copy), or
+        routing_scale [num_chunks, R, K]; a loaded bank checks the array's checksums on this
+        first read."""
         check = self._pending.pop(name, None)
         if check is not None:
             check()
         return self._tiers[name][:self._num_chunks]
 
     def tier(self, name: str) -> np.ndarray:
-        """routing_keys | content_k | content_v, [R, num_chunks, K, H] (a view, no copy)."""
+        """routing_keys | content_k | content_v, [R, num_chunks, K, H] (a view, no copy);
+        routing_scale [R, num_chunks, K]."""
         return np.moveaxis(self.rows(name), 0, 1)
 
     @property
@@ -154,8 +203,9 @@ class MemoryBank(DocumentSlots):
         return self._chunk_doc[:self._num_chunks]
 
     def tier_bytes(self) -> dict[str, int]:
-        per = {n: self._tiers[n][:self._num_chunks].nbytes for n in TIERS}
-        return {"routing": per["routing_keys"], "content": per["content_k"] + per["content_v"]}
+        per = {n: self._tiers[n][:self._num_chunks].nbytes for n in self.spec.arrays}
+        return {"routing": per["routing_keys"] + per.get(SCALE, 0),
+                "content": per["content_k"] + per["content_v"]}
 
     # -- documents -------------------------------------------------------------------------------
     def _reserve(self, n_chunks: int):
@@ -164,8 +214,8 @@ class MemoryBank(DocumentSlots):
         if need <= have:
             return
         cap = geometric_size(need, 256)
-        for name in TIERS:
-            grown = np.zeros(self.spec.rows_shape(cap), self.spec.np_dtype)
+        for name in self.spec.arrays:
+            grown = self.spec.empty_rows(name, cap)
             grown[:self._num_chunks] = self.rows(name)
             self._tiers[name] = grown
         chunk_doc = np.full(cap, -1, np.int32)
@@ -175,24 +225,35 @@ class MemoryBank(DocumentSlots):
     def append(self, ids: Sequence[str], tokens: Sequence[Sequence[int]],
                texts: Sequence[str | None], num_chunks: Sequence[int], routing_keys: np.ndarray,
                content_k: np.ndarray, content_v: np.ndarray):
-        """Append encoded documents: their pooled chunks [R, sum(num_chunks), K, H], in order."""
-        new: set[str] = set()
-        for i in map(str, ids):
-            if i in self._slot or i in new:
-                raise BankError(f"document id {i!r} is already in the bank")
-            new.add(i)
+        """Append encoded documents: their pooled chunks [R, sum(num_chunks), K, H] (float), in
+        order; an int8 routing tier quantises routing_keys here."""
         total = int(sum(num_chunks))
         for name, arr in (("routing_keys", routing_keys), ("content_k", content_k),
                           ("content_v", content_v)):
             if arr.shape != self.spec.chunk_shape(total):
                 raise BankError(f"{name} has shape {arr.shape}, expected "
                                    f"{self.spec.chunk_shape(total)}")
+        rows = {n: np.moveaxis(a, 1, 0) for n, a in zip(TIERS, (routing_keys, content_k,
+                                                               content_v))}  # [n, R, K, H]
+        if self.spec.quantized:
+            rows["routing_keys"], rows[SCALE] = quantize_int8(rows["routing_keys"])
+        self._append_rows(ids, tokens, texts, num_chunks, rows)
+
+    def _append_rows(self, ids: Sequence[str], tokens: Sequence[Sequence[int]],
+                     texts: Sequence[str | None], num_chunks: Sequence[int], rows: dict):
+        """Append documents whose chunks are stored rows already (`rows[name]` [n, ...] for each
+        of spec.arrays)."""
+        new: set[str] = set()
+        for i in map(str, ids):
+            if i in self._slot or i in new:
+                raise BankError(f"document id {i!r} is already in the bank")
+            new.add(i)
+        total = int(sum(num_chunks))
         self._reserve(total)
         at = self._num_chunks
-        for name, arr in (("routing_keys", routing_keys), ("content_k", content_k),
-                          ("content_v", content_v)):
+        for name in self.spec.arrays:
             self.rows(name)  # a pending check runs before the tier is written
-            self._tiers[name][at:at + total] = np.moveaxis(arr, 1, 0)
+            self._tiers[name][at:at + total] = rows[name]
         for doc_id, toks, text, n in zip(ids, tokens, texts, num_chunks):
             slot = len(self.doc_ids)
             self._chunk_doc[at:at + n] = slot
@@ -228,14 +289,13 @@ class MemoryBank(DocumentSlots):
         chunks = np.concatenate([np.arange(self.doc_chunk_offset[s],
                                            self.doc_chunk_offset[s] + self.doc_num_chunks[s])
                                  for s in keep]) if keep else np.zeros(0, np.int64)
-        tiers = {n: self.tier(n)[:, chunks] for n in TIERS}
+        rows = {n: self.rows(n)[chunks] for n in self.spec.arrays}  # stored values: no requantising
         ids = [self.doc_ids[s] for s in keep]
         toks = [self.doc_tokens[s] for s in keep]
         texts = [self.doc_texts[s] for s in keep]
         counts = [self.doc_num_chunks[s] for s in keep]
         fresh = MemoryBank(self.spec, self.prefix_k, self.prefix_v)
-        fresh.append(ids, toks, texts, counts, tiers["routing_keys"], tiers["content_k"],
-                     tiers["content_v"])
+        fresh._append_rows(ids, toks, texts, counts, rows)
         self.__dict__.update(fresh.__dict__)
 
     # -- device view -----------------------------------------------------------------------------
@@ -252,10 +312,11 @@ class MemoryBank(DocumentSlots):
         c_cap = geometric_size(self._num_chunks, 1024)
         m_cap = geometric_size(self.num_slots, 64)
         tiers = {}
-        for name in TIERS:  # one array per router layer: no slicing of [R, C, K, H] in jit
+        for name in self.spec.arrays:  # one array per router layer: no slicing [R, C, ...] in jit
             per_layer = []
             for r in range(self.spec.num_router_layers):
-                arr = np.zeros(self.spec.chunk_shape(c_cap)[1:], self.spec.np_dtype)
+                dtype, shape = self.spec.row_format(name)
+                arr = np.zeros((c_cap,) + shape[1:], dtype)  # [C, K, H], or scales [C, K]
                 arr[:self._num_chunks] = self.rows(name)[:, r]
                 per_layer.append(put(name, arr))
             tiers[name] = tuple(per_layer)
@@ -268,11 +329,13 @@ class MemoryBank(DocumentSlots):
         longest = max(self.doc_num_chunks, default=1)
         view = MemoryView(tiers["routing_keys"], tiers["content_k"], tiers["content_v"],
                           put("chunk_doc", chunk_doc), put("doc_chunk_offset", offset),
-                          put("doc_num_chunks", count), max_doc_chunks=geometric_size(longest, 1))
+                          put("doc_num_chunks", count), tiers.get(SCALE),
+                          max_doc_chunks=geometric_size(longest, 1))
         self._view_cache[key] = view
         return view
 
     def __repr__(self):
         return (f"MemoryBank({self.num_docs} documents, {self.num_tokens} tokens, "
                 f"{self.num_chunks} chunks x {self.spec.num_router_layers} router layers, "
-                f"{self.spec.dtype})")
+                f"{self.spec.dtype}" + (f", routing {self.spec.routing_dtype}"
+                                        if self.spec.routing_dtype else "") + ")")

@@ -2,7 +2,7 @@
 segments with a sha256 each, mapped in place to read, checked by segment.
 
 Every file holds raw little-endian rows of a fixed dtype and row shape (below; tiers: the spec's
-dtype and [R, K, H]). The manifest records each file's valid length in rows; bytes past it are
+dtypes and [R, K, H]; the scales of an int8 routing tier: float32 [R, K]). The manifest records each file's valid length in rows; bytes past it are
 the tail of an interrupted append, ignored by readers and cut by the next writer. Raw files rather
 than .npy: a .npy header records the shape, so appending would rewrite the header in place, which
 a kill could leave half-written.
@@ -17,13 +17,17 @@ from typing import Callable
 import numpy as np
 
 from msa_jax.errors import BankError
-from msa_jax.memory.bank import TIERS, BankSpec
+from msa_jax.memory.bank import BankSpec
 
 # per-slot columns [M] and the flat files whose per-slot lengths they hold
 SLOT_FILES = ("doc_chunk_offset", "doc_num_chunks", "token_count", "id_bytes", "text_bytes")
 FLAT_FILES = {"tokens": np.int32, "ids": np.uint8, "texts": np.uint8}
-FILES = TIERS + SLOT_FILES + tuple(FLAT_FILES)
 _FLUSH_BYTES = 1 << 24  # buffered rows are written in pieces of about this size
+
+
+def files(spec: BankSpec) -> tuple[str, ...]:
+    """The data files of a bank of `spec`: its chunk-major arrays, then the metadata."""
+    return spec.arrays + SLOT_FILES + tuple(FLAT_FILES)
 
 
 def file_name(name: str) -> str:
@@ -32,8 +36,8 @@ def file_name(name: str) -> str:
 
 def row_format(spec: BankSpec, name: str) -> tuple[np.dtype, tuple[int, ...]]:
     """(dtype, shape of one row) of a data file."""
-    if name in TIERS:
-        return spec.np_dtype, spec.rows_shape(1)[1:]
+    if name in spec.arrays:
+        return spec.row_format(name)
     return np.dtype(FLAT_FILES.get(name, np.int64)), ()
 
 
@@ -48,12 +52,12 @@ class SegmentWriter:
     record and the new lengths. Nothing before the valid lengths is ever written."""
 
     def __init__(self, folder: str, spec: BankSpec, lengths: dict[str, int]):
-        self.folder, self.spec = folder, spec
-        self.start = {n: int(lengths.get(n, 0)) for n in FILES}
+        self.folder, self.spec, self.names = folder, spec, files(spec)
+        self.start = {n: int(lengths.get(n, 0)) for n in self.names}
         self.rows = dict(self.start)
-        self._hash = {n: hashlib.sha256() for n in FILES}
-        self._buf: dict[str, list[bytes]] = {n: [] for n in FILES}
-        self._buffered = dict.fromkeys(FILES, 0)
+        self._hash = {n: hashlib.sha256() for n in self.names}
+        self._buf: dict[str, list[bytes]] = {n: [] for n in self.names}
+        self._buffered = dict.fromkeys(self.names, 0)
         self._files = {}
 
     def _open(self, name: str):
@@ -86,15 +90,15 @@ class SegmentWriter:
         self._buf[name], self._buffered[name] = [], 0
 
     def finish(self) -> tuple[dict, dict[str, int]]:
-        for name in FILES:
+        for name in self.names:
             self._flush(name)
             f = self._open(name)  # every file exists, even when empty
             f.flush()
             os.fsync(f.fileno())
             f.close()
         self._files = {}
-        segment = {"rows": {n: [self.start[n], self.rows[n]] for n in FILES},
-                   "sha256": {n: self._hash[n].hexdigest() for n in FILES}}
+        segment = {"rows": {n: [self.start[n], self.rows[n]] for n in self.names},
+                   "sha256": {n: self._hash[n].hexdigest() for n in self.names}}
         return segment, dict(self.rows)
 
 
@@ -109,7 +113,7 @@ def open_rows(folder: str, spec: BankSpec, name: str, rows: int, mode: str = "c"
 
 def check_sizes(folder: str, spec: BankSpec, lengths: dict[str, int]):
     """Every data file present and holding at least its recorded rows."""
-    for name in FILES:
+    for name in files(spec):
         path = os.path.join(folder, file_name(name))
         want = lengths[name] * row_bytes(spec, name)
         if not os.path.isfile(path):

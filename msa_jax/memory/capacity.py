@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kernels_pallas.common import cdiv
-from msa_jax.memory.bank import BankError, BankSpec
+from msa_jax.memory.bank import SCALE, BankError, BankSpec
 
 
 def human(n: float) -> str:
@@ -76,23 +76,33 @@ class Demand:
 
 
 def chunk_bytes(spec: BankSpec) -> int:
-    """Bytes of one pooled chunk in one tier (all router layers)."""
+    """Bytes of one pooled chunk in one content tier (K or V; all router layers)."""
     return (spec.num_router_layers * spec.num_kv_heads * spec.head_dim
             * jnp.dtype(spec.dtype).itemsize)
 
 
+def routing_chunk_bytes(spec: BankSpec) -> int:
+    """Bytes of one pooled chunk in the routing tier (all router layers; an int8 tier's
+    scales included)."""
+    total = 0
+    for name in ("routing_keys", SCALE) if spec.quantized else ("routing_keys",):
+        dtype, shape = spec.row_format(name)
+        total += dtype.itemsize * math.prod(shape)
+    return total
+
+
 def describe_bank(spec: BankSpec, num_docs: int, num_chunks: int) -> str:
     per = chunk_bytes(spec) * num_chunks
-    return (f"{num_docs} documents, {num_chunks} chunks: routing tier {human(per)}, "
-            f"content tier {human(2 * per)}")
+    return (f"{num_docs} documents, {num_chunks} chunks: routing tier "
+            f"{human(routing_chunk_bytes(spec) * num_chunks)}, content tier {human(2 * per)}")
 
 
 def estimate(spec: BankSpec, num_shards: int, shard_chunks: int, max_doc_chunks: int,
              demand: Demand, data: int = 1, content_on_device: bool = False,
              devices_per_process: int = 1) -> Capacity:
     """The bytes of a layout of `num_shards` shards of `shard_chunks` chunk rows."""
-    routing = shard_chunks * chunk_bytes(spec)
-    content = 2 * routing
+    routing = shard_chunks * routing_chunk_bytes(spec)
+    content = 2 * shard_chunks * chunk_bytes(spec)
     rows = cdiv(demand.batch, data)  # question rows per device
     fetched = 2 * rows * demand.top_k_docs * max_doc_chunks * chunk_bytes(spec)
     return Capacity(num_shards, shard_chunks, routing, fetched, demand.weights, demand.activations,

@@ -134,9 +134,10 @@ class DistributedBank(DocumentSlots):
         self._plans: dict = {}
 
     def _exchange(self, local: MemoryBank):
-        specs = _allgather_json([local.spec.fingerprint, local.spec.dtype])
+        specs = _allgather_json([local.spec.fingerprint, local.spec.dtype,
+                                 local.spec.routing_dtype])
         if any(s != specs[0] for s in specs):
-            raise BankError(f"the processes' banks differ in model or dtype: {specs}")
+            raise BankError(f"the processes' banks differ in model or dtypes: {specs}")
         counts = _allgather_rows(np.asarray(local.doc_num_chunks, np.int64))
         self.process = jax.process_index()
         self.slot_offset = np.concatenate([[0], np.cumsum([len(c) for c in counts])])

@@ -42,12 +42,16 @@ class DocInput:
     text: str | None = None
 
 
-def new_bank(cfg: ModelConfig, params, dtype: str | None = None) -> MemoryBank:
-    """An empty bank for this model (the prefix K/V encoded once)."""
+def new_bank(cfg: ModelConfig, params, dtype: str | None = None,
+             routing_dtype: str | None = None) -> MemoryBank:
+    """An empty bank for this model (the prefix K/V encoded once). dtype: of the tiers (default:
+    the model's compute dtype); routing_dtype: of the routing tier if not dtype (a float dtype, or
+    "int8": quantised per chunk, router layer and KV head, msa_jax.memory.quantize)."""
     if not cfg.is_msa:
         raise BankError("this model has no MSA config (router layers): it cannot encode memory")
     spec = BankSpec(model_fingerprint(cfg, params), len(cfg.msa.router_layers),
-                    cfg.num_kv_heads, cfg.head_dim, cfg.msa.pooling_size, dtype or cfg.dtype)
+                    cfg.num_kv_heads, cfg.head_dim, cfg.msa.pooling_size, dtype or cfg.dtype,
+                    routing_dtype or "")
     pk, pv = encode_prefix(cfg, params)
     return MemoryBank(spec, np.asarray(pk), np.asarray(pv))
 
@@ -73,6 +77,8 @@ def _validate(cfg: ModelConfig, docs: Sequence[DocInput]):
 
 def _plan_key(spec: BankSpec, docs: Sequence[DocInput], block_tokens: int) -> str:
     h = hashlib.sha256(f"{spec.fingerprint}|{spec.dtype}|{block_tokens}".encode())
+    if spec.routing_dtype:  # (absent from the keys of journals written before routing_dtype)
+        h.update(f"routing {spec.routing_dtype}".encode())
     for d in docs:
         h.update(f"{d.id}:{len(d.tokens)};".encode())
         h.update(np.asarray(d.tokens, np.int64).tobytes())
@@ -153,18 +159,28 @@ def _block_target(cfg: ModelConfig) -> int:
     return 4096 if resolve_implementation(cfg.kernel_implementation) == "pallas" else 512
 
 
-def _encode_one(cfg: ModelConfig, params, block: Block, num_chunks: int, dtype) -> dict:
+def _block_dtypes(spec: BankSpec) -> dict[str, np.dtype]:
+    """The dtype each tier of an encoded block is kept in (and journaled): the tier's own, float32
+    for an int8 routing tier (quantised when the bank appends the block)."""
+    out = {name: spec.row_format(name)[0] for name in _TIERS}
+    if spec.quantized:
+        out["routing_keys"] = np.dtype(np.float32)
+    return out
+
+
+def _encode_one(cfg: ModelConfig, params, block: Block, num_chunks: int, dtypes: dict) -> dict:
     row = lambda x: jnp.asarray(x)[None]  # noqa: E731  [L] -> [1, L]
     pooled, _ = encode_block(cfg, params, row(block.tokens), row(block.positions),
                              row(block.segment_ids), row(block.chunk_ids), num_chunks)
     n = block.num_chunks
-    return {name: np.asarray(getattr(pooled, name)[:, :n]).astype(dtype) for name in _TIERS}
+    return {name: np.asarray(getattr(pooled, name)[:, :n]).astype(dtypes[name])
+            for name in _TIERS}
 
 
 def encode_documents(cfg: ModelConfig, params, docs: Sequence[DocInput], *,
                      bank: MemoryBank | None = None, block_tokens: int | None = None,
                      journal: str | None = None, show_progress: bool = True,
-                     dtype: str | None = None,
+                     dtype: str | None = None, routing_dtype: str | None = None,
                      on_block: Callable[[MemoryBank], object] | None = None) -> MemoryBank:
     """Encode `docs` and append them to `bank` (a new bank if None). Returns the bank.
 
@@ -173,9 +189,10 @@ def encode_documents(cfg: ModelConfig, params, docs: Sequence[DocInput], *,
     explicit block_tokens is an error.
     on_block(bank): called after each block is appended (memory parallel writes the new chunks
     into its sharded tiers there).
+    dtype, routing_dtype: of a new bank's tiers (new_bank); an existing bank keeps its own.
     """
     _validate(cfg, docs)
-    bank = bank or new_bank(cfg, params, dtype)
+    bank = bank or new_bank(cfg, params, dtype, routing_dtype)
     fingerprint = model_fingerprint(cfg, params)
     if bank.spec.fingerprint != fingerprint:
         raise BankError(mismatch("this bank", bank.spec.fingerprint, fingerprint,
@@ -194,7 +211,7 @@ def _encode_all(cfg: ModelConfig, params, docs: Sequence[DocInput], bank: Memory
     block_tokens = block_tokens or auto_block_tokens(lengths, pool, _block_target(cfg))
     plan = plan_blocks(lengths, block_tokens)
     num_chunks = max_block_chunks(lengths, plan, pool)
-    np_dtype = np.dtype(jnp.dtype(bank.spec.dtype))
+    dtypes = _block_dtypes(bank.spec)
     log = _Journal(journal, _plan_key(bank.spec, docs, block_tokens), bank.spec.fingerprint)
     bar = progress(total=sum(lengths), unit="tok", unit_scale=True, desc="encode memory",
                    enabled=show_progress)
@@ -203,7 +220,7 @@ def _encode_all(cfg: ModelConfig, params, docs: Sequence[DocInput], bank: Memory
         block = make_block([d.tokens for d in part], first, block_tokens, pool)
         arrays = log.load(i, bank.spec.chunk_shape(block.num_chunks))
         if arrays is None:
-            arrays = _encode_one(cfg, params, block, num_chunks, np_dtype)
+            arrays = _encode_one(cfg, params, block, num_chunks, dtypes)
             log.commit(i, arrays)
         bank.append([d.id for d in part], [d.tokens for d in part], [d.text for d in part],
                     block.doc_num_chunks, arrays["routing_keys"], arrays["content_k"],

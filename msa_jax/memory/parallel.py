@@ -30,7 +30,7 @@ from kernels_pallas import topk_documents
 from kernels_pallas.common import next_pow2
 from msa_jax.config import ModelConfig
 from msa_jax.memory import capacity
-from msa_jax.memory.bank import MemoryBank
+from msa_jax.memory.bank import SCALE, MemoryBank
 from msa_jax.memory.distributed import DistributedBank
 from msa_jax.memory.encoder import DocInput, encode_documents
 from msa_jax.memory.host_fetch import CHUNK_ROWS, DATA, DOC_ROWS, MEMORY, HostFetch
@@ -102,20 +102,22 @@ class ShardedSelect:
         local_k = min(k, ms)
         rows = fitted_spec(self.mesh, qr.shape[:1], ("batch",))  # question rows
 
-        def shard(qr, mask, kr, local_doc, doc_slot):  # qr [b,T,N,H]; kr [Cs,K,H]; doc_slot [Ms]
-            scores = document_scores(cfg, qr, mask, kr, local_doc, ms,
-                                     cfg.msa.inference_cosine)  # [b, Ms]
+        def shard(qr, mask, kr, local_doc, doc_slot, *scale):  # qr [b,T,N,H]; kr [Cs,K,H];
+            # doc_slot [Ms]; scale: () or ([Cs, K] of an int8 tier)
+            scores = document_scores(cfg, qr, mask, kr, local_doc, ms, cfg.msa.inference_cosine,
+                                     *scale)  # [b, Ms]
             top, local = topk_documents(scores, local_k)  # [b, k']
             slot = jnp.where(jnp.isfinite(top), doc_slot[local], NO_SLOT)
             gather = lambda x: lax.all_gather(x, MEMORY, axis=1, tiled=True,  # noqa: E731
                                               to="invarying")  # [b, S*k']
             return merge_candidates(gather(top), gather(slot), k)
 
+        scale = () if memory.routing_scale is None else (memory.routing_scale[r],)
         ids, scores, valid = jax.shard_map(
             shard, mesh=self.mesh,
-            in_specs=(rows, rows, CHUNK_ROWS, CHUNK_ROWS, DOC_ROWS),
+            in_specs=(rows, rows, CHUNK_ROWS, CHUNK_ROWS, DOC_ROWS) + (CHUNK_ROWS,) * len(scale),
             out_specs=(rows,) * 3)(qr, routing_mask, memory.routing_keys[r],
-                                      memory.chunk_local_doc, memory.local_doc_slot)
+                                      memory.chunk_local_doc, memory.local_doc_slot, *scale)
         return RoutingInfo(ids, scores, valid, None)
 
 
@@ -264,19 +266,20 @@ class MemoryPlacement:
                                             lambda index: x[index])
 
     def _kind(self, name: str) -> str:
-        return "device" if name == "routing_keys" else self.content_memory_kind
+        return "device" if name in ("routing_keys", SCALE) else self.content_memory_kind
 
     def _tiers(self, bank, plan: ShardPlan) -> dict[str, tuple[Array, ...]]:
-        """Per tier, R arrays [S*Cs, K, H] (one per router layer)."""
-        shape = bank.spec.chunk_shape(plan.num_shards * plan.shard_chunks)[1:]
+        """Per stored array (the tiers, the scales of an int8 routing tier), R arrays [S*Cs, K, H]
+        (scales [S*Cs, K]), one per router layer."""
+        rows = plan.num_shards * plan.shard_chunks
 
         def layer(name: str, r: int) -> Array:
             tier = bank.tier(name)[r]  # [C, K, H], this process's chunks
-            return self._sharded(shape, CHUNK_ROWS, self._kind(name),
+            return self._sharded((rows,) + tier.shape[1:], CHUNK_ROWS, self._kind(name),
                                  lambda i: plan.tier_slab(i, tier), plan.shard_chunks)  # built now
 
         return {name: tuple(layer(name, r) for r in range(bank.spec.num_router_layers))
-                for name in TIERS}
+                for name in bank.spec.arrays}
 
     def _assemble(self, bank, plan: ShardPlan, tiers: dict) -> ShardedMemoryView:
         s, cs, ms = plan.num_shards, plan.shard_chunks, plan.shard_docs
@@ -285,7 +288,7 @@ class MemoryPlacement:
         return ShardedMemoryView(
             tiers["routing_keys"], tiers["content_k"], tiers["content_v"],
             per_chunk(plan.chunk_doc), self._replicated(offset), self._replicated(count),
-            max_doc_chunks=plan.max_doc_chunks,
+            tiers.get(SCALE), max_doc_chunks=plan.max_doc_chunks,
             chunk_local_doc=per_chunk(lambda i: plan.chunk_doc(i, local=True)),
             local_doc_slot=self._sharded((s * ms,), DOC_ROWS, "device", plan.local_doc_slot, ms))
 
@@ -303,10 +306,10 @@ class MemoryPlacement:
             return None
         starts = self._sharded((old.num_shards,), CHUNK_ROWS, "device",
                                lambda i: used[i:i + 1].astype(np.int32), 1)
-        shape = bank.spec.chunk_shape(old.num_shards * width)[1:]
         tiers = {}
-        for name in TIERS:
+        for name in bank.spec.arrays:
             kind, layers = self._kind(name), []
+            shape = (old.num_shards * width,) + bank.spec.row_format(name)[1][1:]
             for r, current in enumerate(getattr(placed.view, name)):
                 rows = self._sharded(shape, CHUNK_ROWS, kind, lambda i, t=bank.tier(name)[r]:
                                      plan.tier_slab(i, t, n, used[i], width), width)  # [S*u,K,H]
@@ -315,11 +318,12 @@ class MemoryPlacement:
         return _Placed(plan, self._assemble(bank, plan, tiers), snap)
 
     def _writer(self, kind: str):
-        """jit: (tier [S*Cs, K, H], rows [S*u, K, H], starts [S]) -> tier with shard s's rows
+        """jit: (tier [S*Cs, ...], rows [S*u, ...], starts [S]) -> tier with shard s's rows
         written at starts[s]; the old tier is donated (updated in place)."""
         if kind not in self._writers:
             spec = CHUNK_ROWS
-            write = lambda t, x, at: lax.dynamic_update_slice(t, x, (at[0], 0, 0))  # noqa: E731
+            write = lambda t, x, at: lax.dynamic_update_slice(  # noqa: E731
+                t, x, (at[0],) + (0,) * (t.ndim - 1))
             self._writers[kind] = jax.jit(
                 jax.shard_map(write, mesh=self.mesh, in_specs=(spec, spec, spec), out_specs=spec),
                 donate_argnums=0, out_shardings=NamedSharding(self.mesh, spec, memory_kind=kind))

@@ -1,11 +1,13 @@
 """Saving and loading memory banks: format 2, files used in place.
 
-Layout of a bank folder (data files: raw rows, see msa_jax.memory.bank_files):
+Layout of a bank folder, format 3 (data files: raw rows, see msa_jax.memory.bank_files):
     manifest.json          format version, generation, spec, prefix shape and dtype, the valid
                            length (rows) of every data file, the sha256 of each segment of rows,
                            and the name of the deleted-flags file; replaced atomically
     routing_keys.bin, content_k.bin, content_v.bin
-                           the tiers, chunk-major [C, R, K, H] of the spec's dtype
+                           the tiers, chunk-major [C, R, K, H] of the spec's dtypes (the
+                           routing tier: `routing_dtype`, else `dtype`)
+    routing_scale.bin      float32 [C, R, K]: the scales of an int8 routing tier (only then)
     doc_chunk_offset.bin, doc_num_chunks.bin
                            int64 [M]: each document slot's first chunk and chunk count
     token_count.bin, tokens.bin     int64 [M] and the flat int32 token ids
@@ -34,6 +36,9 @@ Writing, under the destination's lock (msa_jax.locks):
     atomically (msa_jax.atomic); deleted slots are dropped.
 A kill at any moment leaves the previous bank readable: its manifest only names rows that no
 writer touches. Format-1 banks are refused with a message; `convert_bank` converts them.
+Format 2 (before tier precision: no `routing_dtype` in the spec, no routing_scale.bin) is read
+as a bank whose routing tier has the content tier's dtype; writing it anew makes it format 3
+(appending to it in place keeps its files and writes a format-3 manifest).
 """
 
 from __future__ import annotations
@@ -53,7 +58,8 @@ from msa_jax.memory.columns import TextColumn, TokenColumn
 from msa_jax.memory.store_v1 import _check_fields, _read_json, _sha256
 from msa_jax.utils import atomic_write_bytes
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+READS = (2, 3)  # format 2: no routing_dtype (= dtype), no int8 tier
 _ARRAYS = TIERS
 MANIFEST = "manifest.json"
 _FIELDS = frozenset({"format_version", "generation", "spec", "prefix", "lengths", "segments",
@@ -128,7 +134,8 @@ def _chunk_runs(bank: MemoryBank, slots) -> list[tuple[int, int]]:
 
 
 def _write_tiers(rows: dict, runs, w: bf.SegmentWriter, block: int = 4096):
-    for name in TIERS:
+    """rows[name] [C, ...] for each of the spec's chunk-major arrays."""
+    for name in w.spec.arrays:
         for a, b in runs:
             for i in range(a, b, block):
                 w.add(name, rows[name][i:min(b, i + block)])
@@ -139,7 +146,7 @@ def _write_new(bank: MemoryBank, tmp: str) -> tuple[str, bool]:
     live = bank.live_slots()
     counts = np.asarray([bank.doc_num_chunks[s] for s in live], np.int64)
     w = bf.SegmentWriter(tmp, bank.spec, {})
-    _write_tiers({n: bank.rows(n) for n in TIERS}, _chunk_runs(bank, live), w)
+    _write_tiers({n: bank.rows(n) for n in bank.spec.arrays}, _chunk_runs(bank, live), w)
     _slot_rows(bank, live, np.cumsum(counts) - counts, w)
     segment, lengths = w.finish()
     for name in _PREFIX:
@@ -203,35 +210,42 @@ def _read_manifest(path: str) -> dict:
             raise BankError(_format1_message(path))
         raise BankError(f"{path}: not a memory bank (no {MANIFEST})")
     m = _read_json(where)
-    if isinstance(m, dict) and m.get("format_version") != FORMAT_VERSION:
+    if isinstance(m, dict) and m.get("format_version") not in READS:
         raise BankError(f"{where}: bank format {m.get('format_version')!r}, this version reads "
-                        f"{FORMAT_VERSION}")
+                        f"{' and '.join(map(str, READS))}")
     _check_fields(m, _FIELDS, where)
-    _check_fields(m["spec"], frozenset(f.name for f in dataclasses.fields(BankSpec)),
-                  f"{where}, spec")
-    _check_fields(m["lengths"], frozenset(bf.FILES), f"{where}, lengths")
+    spec_fields = frozenset(f.name for f in dataclasses.fields(BankSpec))
+    if m["format_version"] == 2:
+        spec_fields -= {"routing_dtype"}  # added by format 3 (default: the tiers' dtype)
+    _check_fields(m["spec"], spec_fields, f"{where}, spec")
+    try:
+        names = bf.files(BankSpec(**m["spec"]))
+    except (BankError, TypeError) as e:
+        raise BankError(f"{where}, spec: {e}") from None
+    _check_fields(m["lengths"], frozenset(names), f"{where}, lengths")
     _check_fields(m["prefix"], frozenset(_PREFIX), f"{where}, prefix")
     ok = (all(type(v) is int and v >= 0 for v in m["lengths"].values())
-          and isinstance(m["segments"], list) and all(_segment_ok(s) for s in m["segments"])
+          and isinstance(m["segments"], list)
+          and all(_segment_ok(s, names) for s in m["segments"])
           and isinstance(m["deleted"], dict) and isinstance(m["deleted"].get("file"), str)
           and all(isinstance(p, dict) and isinstance(p.get("shape"), list)
                   for p in m["prefix"].values()))
-    if not ok or _segment_ends(m["segments"]) != m["lengths"]:
+    if not ok or _segment_ends(m["segments"], names) != m["lengths"]:
         raise BankError(f"{where}: malformed lengths, segments, prefix or deleted entry "
                         f"(edited or corrupt)")
     return m
 
 
-def _segment_ok(s) -> bool:
+def _segment_ok(s, names) -> bool:
     return (isinstance(s, dict) and isinstance(s.get("rows"), dict)
-            and isinstance(s.get("sha256"), dict) and set(s["rows"]) == set(bf.FILES)
+            and isinstance(s.get("sha256"), dict) and set(s["rows"]) == set(names)
             and all(isinstance(r, list) and len(r) == 2 and all(type(x) is int for x in r)
                     for r in s["rows"].values()))
 
 
-def _segment_ends(segments: list) -> dict:
+def _segment_ends(segments: list, names) -> dict:
     """Each file's rows covered by consecutive segments (None if they leave a gap)."""
-    end = dict.fromkeys(bf.FILES, 0)
+    end = dict.fromkeys(names, 0)
     for s in segments:
         for n, (a, b) in s["rows"].items():
             if a != end[n] or b < a:
@@ -308,7 +322,7 @@ def load_bank(path: str, checksums: bool = True) -> MemoryBank:
     if any(lengths[n] != slots for n in bf.SLOT_FILES):
         raise BankError(f"{path}: {MANIFEST}: per-slot files of different lengths "
                         f"{[lengths[n] for n in bf.SLOT_FILES]} (edited or corrupt)")
-    if not lengths["routing_keys"] == lengths["content_k"] == lengths["content_v"]:
+    if len({lengths[n] for n in spec.arrays}) != 1:
         raise BankError(f"{path}: {MANIFEST}: tiers of different lengths (edited or corrupt)")
     cols = {n: np.asarray(bf.open_rows(path, spec, n, slots)) for n in bf.SLOT_FILES}
     deleted = _read_deleted(path, m, slots, checksums)
@@ -323,8 +337,8 @@ def load_bank(path: str, checksums: bool = True) -> MemoryBank:
             column[int(s)] = None
         if checksums:
             column.on_read = bf.lazy_slot_check(path, spec, name, segments)
-    tiers = {n: bf.open_rows(path, spec, n, lengths[n]) for n in TIERS}
-    pending = {n: (lambda n=n: bf.verify_file(path, spec, n, segments)) for n in TIERS} \
+    tiers = {n: bf.open_rows(path, spec, n, lengths[n]) for n in spec.arrays}
+    pending = {n: (lambda n=n: bf.verify_file(path, spec, n, segments)) for n in spec.arrays} \
         if checksums else {}
     bank = MemoryBank.restore(spec, prefix_k, prefix_v, tiers,
                               np.where(deleted, 0, cols["doc_num_chunks"]),

@@ -104,8 +104,8 @@ def _read_meta(path: str) -> tuple[dict, BankSpec]:
         raise BankError(f"{path}: bank format {meta.get('format_version')}, this version reads "
                         f"{FORMAT_VERSION}")
     _check_fields(meta, _META_FIELDS, where)
-    spec_fields = frozenset(f.name for f in dataclasses.fields(BankSpec))
-    _check_fields(meta["spec"], spec_fields, f"{where}, spec")
+    spec_fields = frozenset(f.name for f in dataclasses.fields(BankSpec)) - {"routing_dtype"}
+    _check_fields(meta["spec"], spec_fields, f"{where}, spec")  # format 1: one dtype per bank
     _check_fields(meta["shapes"], frozenset(_ARRAYS + ("prefix_k", "prefix_v")),
                   f"{where}, shapes")
     bad = [k for k, v in meta["shapes"].items()

@@ -33,6 +33,8 @@ class MemoryView:
     [C, K, H]: a tuple of R arrays (slicing one [R, C, K, H] array inside jit copies the slice),
     or an [R, C, K, H] array.
     chunk_doc [C] int32 (-1: empty slot); doc_chunk_offset, doc_num_chunks [M] int32.
+    routing_scale: None for a float routing tier; for an int8 one (msa_jax.memory.quantize), per
+    router layer slot the [C, K] float32 scales (routing_keys[r] * routing_scale[r][..., None]).
     """
 
     routing_keys: Array
@@ -41,6 +43,7 @@ class MemoryView:
     chunk_doc: Array
     doc_chunk_offset: Array
     doc_num_chunks: Array
+    routing_scale: Array | None
     max_doc_chunks: int = flax.struct.field(pytree_node=False)
 
     @property
@@ -69,8 +72,9 @@ FetchFn = Callable[["MemoryView", int, Array], tuple[Array, Array]]
 
 def local_select(cfg: ModelConfig, memory: "MemoryView", r: int, qr: Array,
                  routing_mask: Array) -> "RoutingInfo":
+    scale = None if memory.routing_scale is None else memory.routing_scale[r]
     doc_scores = document_scores(cfg, qr, routing_mask, memory.routing_keys[r], memory.chunk_doc,
-                                 memory.num_docs, cfg.msa.inference_cosine)  # [B, M]
+                                 memory.num_docs, cfg.msa.inference_cosine, scale)  # [B, M]
     ids, scores, valid = select_documents(doc_scores, cfg.msa.top_k_docs)
     return RoutingInfo(ids, scores, valid, doc_scores)
 

@@ -72,10 +72,11 @@ def gather_rows(qr: Array, index: Array) -> Array:
 
 
 def document_scores(cfg: ModelConfig, qr: Array, routing_mask: Array, routing_keys: Array,
-                    chunk_doc: Array, num_docs: int, cosine: bool) -> Array:
-    """qr [B, T, N, H] raw router queries; routing_keys [C, K, H] -> doc scores [B, M] float32
-    (float64 for a float64 model; -inf for documents that are absent or rows without routing
-    tokens)."""
+                    chunk_doc: Array, num_docs: int, cosine: bool,
+                    routing_scale: Array | None = None) -> Array:
+    """qr [B, T, N, H] raw router queries; routing_keys [C, K, H] (int8 with routing_scale
+    [C, K]) -> doc scores [B, M] float32 (float64 for a float64 model; -inf for documents that
+    are absent or rows without routing tokens)."""
     msa = cfg.msa
     mask, query_reduce = reduce_mask(msa, routing_mask)
     q = routing_query(qr, cfg.head_dim, cosine)
@@ -83,7 +84,8 @@ def document_scores(cfg: ModelConfig, qr: Array, routing_mask: Array, routing_ke
         q, mask, routing_keys, chunk_doc, num_docs=num_docs,
         similarity="cosine" if cosine else "dot", scale=1.0, head_reduce=msa.head_reduce,
         query_reduce=query_reduce, chunk_reduce=msa.chunk_reduce,
-        implementation=cfg.kernel_implementation, interpret=cfg.kernel_interpret)
+        implementation=cfg.kernel_implementation, interpret=cfg.kernel_interpret,
+        kr_scale=routing_scale)
 
 
 def select_documents(doc_scores: Array, k: int) -> tuple[Array, Array, Array]:

@@ -49,7 +49,8 @@ def test_the_untouched_copy_loads(bank_dir):
     (lambda m: m["lengths"].pop("tokens"), r"manifest\.json, lengths: missing fields"),
     (lambda m: m["lengths"].update(tokens=-1), r"manifest\.json: malformed lengths"),
     (lambda m: m["lengths"].update(tokens=4), r"manifest\.json: malformed lengths"),  # != segments
-    (lambda m: m.update(format_version=3), r"manifest\.json: bank format 3, this version reads 2"),
+    (lambda m: m.update(format_version=4),
+     r"manifest\.json: bank format 4, this version reads 2 and 3"),
 ])
 def test_manifest_fields_are_checked(bank_dir, edit, message):
     _edit_json(os.path.join(bank_dir, "manifest.json"), edit)

@@ -145,7 +145,8 @@ def execute(fv: flags.FlagValues, config):
         print(f"\n[2/4] memory: {len(docs):,} documents, {what} ({t.seconds:.1f} s)", flush=True)
         with common.Timer() as t:
             bank = model.encode_memory(docs, block_tokens=c.memory.block_tokens or None,
-                                       progress=True, dtype=c.memory.dtype or None)
+                                       progress=True, dtype=c.memory.dtype or None,
+                                       routing_dtype=c.memory.routing_dtype or None)
         print(f"  encoded {bank.num_tokens:,} tokens in {t.seconds:.1f} s "
               f"({bank.num_tokens / max(t.seconds, 1e-9):,.0f} tokens/s, JIT included)")
         for line in report.bank_lines(bank):

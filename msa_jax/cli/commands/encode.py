@@ -20,7 +20,7 @@ from msa_jax.cli import common, report
 NAME = "encode"
 SUMMARY = "encode a corpus into a memory bank (resumable with --journal)"
 USAGE = ("--model=DIR --corpus=PATH --out=BANK_DIR [--block_tokens=N] [--journal=DIR] "
-         "[--dtype=...] [--overwrite] [--noprogress] [--config=FILE]")
+         "[--dtype=...] [--routing_dtype=...] [--overwrite] [--noprogress] [--config=FILE]")
 
 
 def define_flags(fv: flags.FlagValues, argv):
@@ -34,6 +34,9 @@ def define_flags(fv: flags.FlagValues, argv):
     flags.DEFINE_string("journal", None, "Folder committing each encoded block, so an "
                         "interrupted run resumes.", flag_values=fv)
     common.define_dtype_flag(fv, "Dtype of the bank's tiers (default: the model's compute dtype).")
+    flags.DEFINE_enum("routing_dtype", None, common.DTYPES + ("int8",),
+                      "Dtype of the routing tier if not --dtype; int8: one float32 scale per "
+                      "chunk, router layer and KV head (docs/architecture.md).", flag_values=fv)
     flags.DEFINE_boolean("overwrite", False, "Replace --out if it exists.", flag_values=fv)
     flags.DEFINE_boolean("progress", True, "Show a progress bar.", flag_values=fv)
     common.define_config_flag(fv, argv, None, "optional inference settings, e.g. configs/msa_4b.py")
@@ -55,12 +58,14 @@ def _encode(fv: flags.FlagValues, config):
         fv.model, dtype=common.config_value(config, "model.dtype"),
         kernel_implementation=common.config_value(config, "model.kernel_implementation"))
     dtype = common.setting(fv, "dtype", config, "memory.dtype")
+    routing_dtype = common.setting(fv, "routing_dtype", config, "memory.routing_dtype")
     block_tokens = common.setting(fv, "block_tokens", config, "memory.block_tokens")
     print(f"encoding {len(docs)} documents from {fv.corpus}"
           + (f" (journal {fv.journal})" if fv.journal else ""), flush=True)
     with common.Timer() as t:
         bank = model.encode_memory(docs, block_tokens=block_tokens or None, journal=fv.journal,
-                                   progress=fv.progress, dtype=dtype or None)
+                                   progress=fv.progress, dtype=dtype or None,
+                                   routing_dtype=routing_dtype or None)
     with common.Timer() as s:
         msa_jax.save_bank(bank, os.path.abspath(fv.out), overwrite=fv.overwrite)
     print(f"encoded in {t.seconds:.1f} s ({bank.num_tokens / max(t.seconds, 1e-9):,.0f} tokens/s, "

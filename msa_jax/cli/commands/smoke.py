@@ -130,7 +130,9 @@ def _bank(c, model, out: str):
     _step(5, f"memory bank: {len(docs)} synthetic documents (e.g. {report.show(docs[0].text, 70)})")
     with common.Timer() as t:
         bank = model.encode_memory(docs, block_tokens=c.memory.block_tokens or None,
-                                   journal=journal, progress=False, dtype=c.memory.dtype or None)
+                                   journal=journal, progress=False, dtype=c.memory.dtype or None,
+                                   routing_dtype=common.config_value(
+                                       c, "memory.routing_dtype") or None)
     print(f"  encoded in {t.seconds:.1f} s (JIT compilation included)")
     with common.Timer() as t:
         msa_jax.save_bank(bank, path, overwrite=True)
@@ -169,6 +171,10 @@ def _check(c):
         if common.config_value(c, key) not in common.DTYPES:
             raise common.UsageError(f"--config.{key}={common.config_value(c, key)!r}: expected "
                                     f"one of {', '.join(common.DTYPES)}")
+    routing = common.config_value(c, "memory.routing_dtype") or ""
+    if routing not in ("",) + common.DTYPES + ("int8",):
+        raise common.UsageError(f"--config.memory.routing_dtype={routing!r}: expected \"\" or one "
+                                f"of {', '.join(common.DTYPES + ('int8',))}")
     _modes(c.ask.interleave_modes)
 
 
