@@ -58,7 +58,7 @@ class DemoRun:
 @pytest.fixture(scope="session")
 def demo(cli, tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "outputs"
-    result = cli("demo", f"--config={REPO / 'configs' / 'demo.py'}",
+    result = cli("smoke", f"--config={REPO / 'configs' / 'smoke.py'}",
                  f"--config.output_dir={out}")
     assert result.returncode == 0, result.stdout + result.stderr
     return DemoRun(out, result.stdout)

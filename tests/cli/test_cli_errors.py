@@ -11,7 +11,7 @@ import pytest
 import msa_jax
 from msa_jax.cli import main as cli_main
 
-COMMANDS = ["demo", "init", "convert", "generate", "encode", "ask", "info", "train"]
+COMMANDS = ["demo", "smoke", "init", "convert", "generate", "encode", "ask", "info", "train"]
 
 
 def call(capsys, *args):
@@ -35,8 +35,10 @@ def call(capsys, *args):
     (["generate", "--model=m", "--prompt_ids=a,b"], "comma-separated integers"),
     (["info"], "give --model=DIR, --bank=BANK_DIR or both"),
     (["demo", "--config=no/such/config.py"], "cannot load config file no/such/config.py"),
-    (["demo", "--config.modle.dtype=bfloat16"], "--config.modle.dtype: the config has no key"),
-    (["demo", "--config.model.num_layers=two"], "--config.model.num_layers=two"),
+    (["demo", "--config.modle=x"], "--config.modle: the config has no key"),
+    (["demo", "--config.memory_tokens=many"], "--config.memory_tokens=many"),
+    (["smoke", "--config.modle.dtype=bfloat16"], "--config.modle.dtype: the config has no key"),
+    (["smoke", "--config.model.num_layers=two"], "--config.model.num_layers=two"),
 ])
 def test_usage_errors(capsys, args, message):
     code, out, err = call(capsys, *args)  # all fail while parsing, before any JAX work

@@ -1,6 +1,6 @@
 """Every subcommand end to end on tiny random models, through the real entry point (subprocess).
 
-One `msa-jax demo` run (session fixture) provides the checkpoints, corpus, queries and bank the
+One `msa-jax smoke` run (session fixture) provides the checkpoints, corpus, queries and bank the
 other commands use; they pass --dtype=float32 (or configs/tiny.py) to compute as the demo did, so
 the session's compilation cache serves most of their JIT compilation.
 """

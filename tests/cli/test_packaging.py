@@ -10,7 +10,7 @@ import zipfile
 import pytest
 
 from msa_jax.cli import common
-from msa_jax.cli.commands import demo
+from msa_jax.cli.commands import smoke
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SOURCES = ["setup.py", "README.md", "msa_jax", "kernels_pallas", "configs"]
@@ -34,15 +34,15 @@ def test_wheel_contains_packages_and_configs(tmp_path):
     assert {"msa_jax/cli/main.py", "kernels_pallas/routing/api.py"} <= names
 
 
-def test_demo_config_falls_back_to_the_installed_copy(tmp_path, monkeypatch):
-    """Installed from a wheel there is no repository: the default is msa_jax/configs/demo.py."""
+def test_smoke_config_falls_back_to_the_installed_copy(tmp_path, monkeypatch):
+    """Installed from a wheel there is no repository: the default is msa_jax/configs/smoke.py."""
     installed = tmp_path / "site-packages" / "msa_jax"
     (installed / "configs").mkdir(parents=True)
-    (installed / "configs" / "demo.py").write_text("")
+    (installed / "configs" / "smoke.py").write_text("")
     monkeypatch.setattr(common, "REPO_ROOT", str(installed.parent))
     monkeypatch.setattr(common, "PACKAGE_ROOT", str(installed))
-    assert demo.default_config_path() == str(installed / "configs" / "demo.py")
+    assert smoke.default_config_path() == str(installed / "configs" / "smoke.py")
 
 
-def test_demo_config_prefers_the_repository():
-    assert demo.default_config_path() == str(REPO / "configs" / "demo.py")
+def test_smoke_config_prefers_the_repository():
+    assert smoke.default_config_path() == str(REPO / "configs" / "smoke.py")
