@@ -66,3 +66,31 @@ def test_text_exhausted_is_recut_with_a_warning(caplog):
         list(haystack(100, token_range=(10_000, 20_000), texts=texts))
     with pytest.raises(ConfigError, match="token_range"):
         list(haystack(100, token_range=(0, 5)))
+
+
+def test_synthetic_haystack_names_only_the_given_persons():
+    """The synthetic distractors: deterministic, at least the requested tokens, every needle once
+    with its id, distinct ids, and no person outside `people` (the training split) named, so no
+    distractor states a fact about an evaluation entity."""
+    from msa_jax.data.haystack import synthetic_haystack
+    from msa_jax.eval.evalset import build_eval_suite
+    from msa_jax.training.tasks import EntitySplit
+
+    suite = build_eval_suite(single_hop=4, two_hop=2)
+    needles = list(suite.documents)
+    train = EntitySplit().people("train")
+    count = lambda s: len(TOK.encode(s))  # noqa: E731
+    docs = list(synthetic_haystack(30_000, needles, people=train, seed=1, count_tokens=count,
+                                   block=64))
+    assert docs == list(synthetic_haystack(30_000, needles, people=train, seed=1,
+                                           count_tokens=count, block=64))
+    ids = [d.id for d in docs]
+    assert len(set(ids)) == len(ids)
+    for n in needles:
+        assert docs.count(n) == 1
+    distractors = [d for d in docs if d not in needles]
+    assert sum(count(d.text) for d in distractors) >= 30_000
+    named = set().union(*(_persons(d.text) for d in distractors))
+    assert named and named <= set(train.tolist())
+    held = set().union(*(_persons(d.text) for d in needles))
+    assert held and not (held & named)
