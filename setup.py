@@ -39,11 +39,13 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    # configs/ stays top-level in the repository and ships in the wheel as msa_jax/configs, so that
-    # `msa-jax demo` finds its bundled config in an installed package too.
+    # configs/ and models/ stay top-level in the repository and ship in the wheel as
+    # msa_jax/configs and msa_jax/models, so that `msa-jax demo` finds its bundled config and
+    # model in an installed package too.
     packages=find_packages(include=["msa_jax", "msa_jax.*", "kernels_pallas", "kernels_pallas.*"])
-    + ["msa_jax.configs"],
-    package_dir={"msa_jax.configs": "configs"},
+    + ["msa_jax.configs", "msa_jax.models"],
+    package_dir={"msa_jax.configs": "configs", "msa_jax.models": "models"},
+    package_data={"msa_jax.models": ["*/*"]},
     install_requires=RUNTIME,
     extras_require={
         "test": TEST + TORCH,

@@ -46,7 +46,11 @@ def get_config() -> config_dict.ConfigDict:
     m.vocab_size = 0  # = the tokenizer's
     m.sizes = config_dict.ConfigDict(dict(hidden_size=128, intermediate_size=384, num_layers=4,
                                           num_heads=4, num_kv_heads=2, head_dim=32))
-    m.msa = config_dict.ConfigDict(dict(router_layers=(2, 3), pooling_size=8))
+    # query_reduce "mean" (an msa_config option; the reference's default is "max"): a chunk
+    # scores by how many question tokens it matches, a signal the router finds in tens of
+    # steps, where "max" waits for one token to encode the whole key (docs/training.md)
+    m.msa = config_dict.ConfigDict(dict(router_layers=(2, 3), pooling_size=8,
+                                        query_reduce="mean"))
     m.top_k_docs = 2
 
     c.optim.batch_negatives = 128  # routing-query tokens per question, at most

@@ -5,7 +5,9 @@ single-hop and two-hop chains, hard negatives that share part of the key with th
 
 - A multi-hop chain becomes ONE SAMPLE PER RETRIEVAL STEP, as in the paper: step 1 = the
   question -> the first document's id; step 2 = the question plus the injected text of the
-  first document (the interleave `history`) -> the second document's id. With `with_answer`, a
+  first document (the interleave `history`) -> the second document's id. A step's routing
+  labels (`relevant_ids`) are its document and the ones injected before it: step 2 routes with
+  the first document's text, so that document is not a negative there. With `with_answer`, a
   last step per chain retrieves nothing more (`<End-of-Retrieve>`) and writes the answer.
 - Entities (persons) are split between training and evaluation by `EntitySplit`: a training
   corpus names only training persons, an evaluation corpus only held-out ones, and
@@ -89,8 +91,10 @@ def _chain_samples(prefix: str, query: Query, docs: tuple[Document, ...], texts:
     chain, history, out = query.reference_ids, [], []
     for hop, doc_id in enumerate(chain):
         target = retrieval_target((doc_id,), tpl)
-        out.append(Sample(f"{prefix}{query.id}.{hop}", docs, query.question, (doc_id,), target,
-                          history=tuple(history)))
+        # routing labels: this hop's document and the ones already injected (the routing query
+        # holds the last injected text, so its own document scores high: not a negative)
+        out.append(Sample(f"{prefix}{query.id}.{hop}", docs, query.question, chain[:hop + 1],
+                          target, history=tuple(history)))
         history.append((target, _injected(doc_id, texts, tpl)))
     if with_answer:
         out.append(Sample(f"{prefix}{query.id}.answer", docs, query.question, chain,

@@ -13,7 +13,7 @@ from msa_jax.cli import common
 from msa_jax.cli.commands import smoke
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-SOURCES = ["setup.py", "README.md", "msa_jax", "kernels_pallas", "configs"]
+SOURCES = ["setup.py", "README.md", "msa_jax", "kernels_pallas", "configs", "models"]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("setuptools") is None, reason="needs setuptools")
@@ -32,6 +32,8 @@ def test_wheel_contains_packages_and_configs(tmp_path):
     configs = {p.name for p in (REPO / "configs").glob("*.py") if p.name != "__init__.py"}
     assert {f"msa_jax/configs/{c}" for c in configs} <= names
     assert {"msa_jax/cli/main.py", "kernels_pallas/routing/api.py"} <= names
+    model = {f"msa_jax/models/{p.parent.name}/{p.name}" for p in (REPO / "models").glob("*/*")}
+    assert model and model <= names  # the bundled demo model
 
 
 def test_smoke_config_falls_back_to_the_installed_copy(tmp_path, monkeypatch):

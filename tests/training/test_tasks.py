@@ -72,7 +72,10 @@ def test_two_hop_chain_is_one_sample_per_step():
         step0, step1, answer = samples[3 * q: 3 * q + 3]
         assert [s.id for s in (step0, step1, answer)] == [f"train-{q}.0", f"train-{q}.1",
                                                            f"train-{q}.answer"]
-        first, second = step0.relevant_ids[0], step1.relevant_ids[0]
+        (first,), (_, second) = step0.relevant_ids, step1.relevant_ids
+        # step 2's routing labels: its document and the one injected before it (routed with
+        # that document's text, it is no negative there); its target names the new one only
+        assert step1.relevant_ids == (first, second)
         assert step0.documents == step1.documents == answer.documents
         assert len(step0.documents) == 8 and {first, second} <= set(step0.doc_ids)
         assert step0.history == () and step0.target == f"[{first}]" + TPL.round_end
