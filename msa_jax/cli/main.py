@@ -36,8 +36,9 @@ def _top_help(full: bool = False) -> str:
              "ask questions.", "", "commands:"]
     lines += [f"  {name:<{width}}  {cmd.SUMMARY}" for name, cmd in COMMANDS.items()]
     lines += [f"  {'help':<{width}}  this list; `{PROG} help <command>` for one command", "",
-              f"Run `{PROG} <command> --help` for a command's flags; `{PROG} demo` runs the whole "
-              "pipeline on a tiny random model (no downloads).", "", "exit codes:"]
+              f"Run `{PROG} <command> --help` for a command's flags; `{PROG} demo` runs the bundled "
+              f"trained tiny model, `{PROG} smoke` every stage on a random one (no downloads).",
+              "", "exit codes:"]
     lines += [f"  {code:<{width}}  {meaning}" for code, meaning in common.EXIT_CODES]
     text = "\n".join(lines) + "\n"
     if full:

@@ -65,16 +65,12 @@ def _corpus(c, needles, tok):
     """The memory's documents: the config's corpus file, else the needles among `haystack`
     distractors grown to memory_tokens tokens of `tok`."""
     from msa_jax.data import load_corpus
-    from msa_jax.errors import InputError
     from msa_jax.eval.evalset import memory_documents
 
     if c.corpus:
         return list(load_corpus(c.corpus))
-    try:
-        return memory_documents(c.haystack, c.memory_tokens, needles,
-                                lambda text: len(tok.encode(text)), seed=c.seed)
-    except InputError as e:
-        raise common.UsageError(f"--config.haystack: {e}") from None
+    return memory_documents(c.haystack, c.memory_tokens, needles,
+                            lambda text: len(tok.encode(text)), seed=c.seed)
 
 
 def _ask_all(c, model, bank, questions) -> list[dict]:
@@ -125,6 +121,11 @@ def _check(c):
         common.config_setting(c, key, name)
     if c.single_hop < 0 or c.two_hop < 0:
         raise common.UsageError("--config.single_hop and --config.two_hop must be >= 0")
+    from msa_jax.eval.evalset import HAYSTACKS
+
+    if not c.corpus and c.haystack not in HAYSTACKS:
+        raise common.UsageError(f"--config.haystack={c.haystack!r}: expected one of "
+                                f"{', '.join(HAYSTACKS)}")
 
 
 def execute(fv: flags.FlagValues, config):
