@@ -37,6 +37,7 @@ class MetricsWriter:
     def __init__(self, workdir: str, resume_step: int = 0, tensorboard: bool = True,
                  enabled: bool = True):
         self.path = os.path.join(workdir, "metrics.jsonl")
+        self.enabled = enabled
         self._file = self._tb = None
         if not enabled:  # writes nothing (a process that is not the primary one)
             return

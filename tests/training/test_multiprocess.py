@@ -25,7 +25,7 @@ from msa_jax.training import step as st
 from msa_jax.training.checkpoint import Checkpoints
 from tests.parallel.test_distributed import REPO, free_port, read_logs, wait_for
 from tests.training import two_process_train as worker
-from tests.training.metrics_util import comparable_records
+from tests.training.metrics_util import comparable_records, event_steps
 
 LIMIT_S = 300  # both workers ran both runs (compiles included)
 COMPARED = ("loss", "lm_loss", "aux_loss", "grad_norm")
@@ -96,9 +96,13 @@ def test_two_processes_train_like_one(two_processes, one_process):
 
 
 def test_only_the_primary_process_writes_metrics(two_processes):
-    for run in ("straight", "stopped"):  # losses() checks metrics.jsonl: one record per step
-        events = os.listdir(two_processes / run / "tensorboard")
-        assert len(events) == (1 if run == "straight" else 2), (run, events)  # + the resume's
+    flags = [(two_processes / f"writes_metrics_{i}").read_text() for i in range(2)]
+    assert flags == ["True", "False"], flags
+    # losses() checks metrics.jsonl (one record per step); the event files (a second writer
+    # would duplicate them, or interleave records in a file of the same name)
+    for run in ("straight", "stopped"):
+        steps = event_steps(str(two_processes / run / "tensorboard"), "loss")
+        assert steps == list(range(1, worker.STEPS + 1)), (run, steps)
 
 
 def test_checkpoint_written_by_two_processes_restores_in_one(two_processes):

@@ -9,8 +9,8 @@ rows of the global batch of 4 (`shard_batch`). Two runs, every step under the de
 - stopped: STEPS // 2 steps in OUT_DIR/stopped, the trainer closed (its checkpoint written by
   both processes through orbax), then a new Trainer on the same work directory restores it and
   runs the remaining steps.
-Each process writes its replica of the final params of each run to OUT_DIR/{run}_params_{id}.npz
-and then OUT_DIR/done_{id}. The single-process reference (the test) builds the same trainer with
+Each process writes its replica of the final params of each run to OUT_DIR/{run}_params_{id}.npz,
+whether its trainer writes the metrics logs to OUT_DIR/writes_metrics_{id}, then OUT_DIR/done_{id}. The single-process reference (the test) builds the same trainer with
 `make_trainer` and the same rows with `data_fn`.
 """
 
@@ -68,6 +68,8 @@ def main(process_id: int, port: int, out: str):
             trainer = make_trainer(os.path.join(out, "straight"), process_id, 2)
             trainer.run()
             trainer.close()
+            with open(os.path.join(out, f"writes_metrics_{process_id}"), "w") as f:
+                f.write(str(trainer.writer.enabled))
             np.savez(os.path.join(out, f"straight_params_{process_id}.npz"),
                      **local_params(trainer.state))
             stopped = os.path.join(out, "stopped")
