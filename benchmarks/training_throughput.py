@@ -17,12 +17,15 @@
       earlier ones, the project's document_attention with one segment), LM loss on the target;
     at memory sizes 1K, 2K, 4K, ... doubling up to --max_tokens. A method stops at the first size
     whose compiled step needs more than --ram_cap_gb of temporary memory (XLA's own estimate,
-    before running: "does not fit") or after a size whose step took more than --time_cap_s.
+    before running: "does not fit"), or whose step would take more than --time_cap_s (predicted
+    from its last two sizes: last * last / previous; "over the time cap"), or after a size whose
+    measured step took longer than that.
     Printed: ms per step of both, their ratio, and the log-log slope of each curve (least
     squares over all measured sizes, and over the last three): ~1 linear, ~2 quadratic.
 
 Timing is the median of --repeats steps after one warm-up (compilation) call; the machine may be
-shared, so the load average at the start and the end is printed and written to --out.
+shared, so the load average at the start and the end is printed and written to --out (rewritten
+after every measurement, so a run stopped early keeps what it measured).
 """
 
 from __future__ import annotations
@@ -196,45 +199,66 @@ def slope(points: list[tuple[int, float]]) -> float | None:
     return float(np.polyfit(x, y, 1)[0])
 
 
-def scaling(a) -> dict:
+def predicted_ms(rows: list[dict], method: str) -> float | None:
+    """The next doubling's step time, from the method's last two measured sizes."""
+    ms = [r[method]["ms"] for r in rows if r.get(method, {}).get("fits")]
+    return ms[-1] * ms[-1] / ms[-2] if len(ms) >= 2 else None
+
+
+def measure_or_skip(a, rows: list[dict], method: str, build) -> dict:
+    guess = predicted_ms(rows, method)
+    if guess is not None and guess > 1e3 * a.time_cap_s:
+        return {"fits": False, "over_time_cap": True, "predicted_ms": guess}
+    return measure(build, a.repeats, a.ram_cap_gb * 2 ** 30)
+
+
+def describe(r: dict) -> str:
+    if r.get("over_time_cap"):
+        return f"over the time cap (predicted {r['predicted_ms'] / 1e3:.0f} s per step)"
+    return (f"{r['ms']:10.1f} ms" if r["fits"] else "does not fit") + \
+        f"  (XLA temp {r['temp_gb']:.2f} GB, compile {r['compile_s']:.1f} s)"
+
+
+def scaling(a, save=lambda result: None) -> dict:
+    """MSA vs dense at doubling memory sizes; save(partial result) after every measurement."""
     cfg, ocfg = scaling_model(a.doc_tokens)
     params = init_params(cfg, 0)
     rows, live = [], {"msa": True, "dense": True}
+    result = {"model": {"layers": cfg.num_layers, "hidden": cfg.hidden_size,
+                        "router_layers": list(cfg.msa.router_layers),
+                        "pooling": cfg.msa.pooling_size, "top_k_docs": cfg.msa.top_k_docs,
+                        "vocab": cfg.vocab_size},
+              "doc_tokens": a.doc_tokens, "question_tokens": QUESTION, "target_tokens": TARGET,
+              "rows": rows}
     sizes = [1024 * 2 ** i for i in range(64) if 1024 * 2 ** i <= a.max_tokens]
     for n in sizes:
         sample = scaling_sample(cfg, n, a.doc_tokens)
         row = {"memory_tokens": n}
+        rows.append(row)
         builds = {"msa": lambda: msa_step(cfg, ocfg, params, sample),
                   "dense": lambda: dense_step(cfg, params, sample)}
         for method, build in builds.items():
             if not live[method]:
                 continue
-            r = measure(build, a.repeats, a.ram_cap_gb * 2 ** 30)
-            row[method] = r
+            r = row[method] = measure_or_skip(a, rows[:-1], method, build)
             live[method] = r["fits"] and r["ms"] <= 1e3 * a.time_cap_s
-            print(f"  {n:>8} memory tokens  {method:5} " + (
-                f"{r['ms']:10.1f} ms" if r["fits"] else "does not fit") +
-                f"  (XLA temp {r['temp_gb']:.2f} GB, compile {r['compile_s']:.1f} s)", flush=True)
-        rows.append(row)
+            print(f"  {n:>8} memory tokens  {method:5} {describe(r)}", flush=True)
+            save(result)
         if not any(live.values()):
             break
     curves = {m: [(r["memory_tokens"], r[m]["ms"]) for r in rows if r.get(m, {}).get("fits")]
               for m in live}
-    fits = {m: {"all": slope(c), "last3": slope(c[-3:])} for m, c in curves.items()}
-    return {"model": {"layers": cfg.num_layers, "hidden": cfg.hidden_size,
-                      "router_layers": list(cfg.msa.router_layers),
-                      "pooling": cfg.msa.pooling_size, "top_k_docs": cfg.msa.top_k_docs,
-                      "vocab": cfg.vocab_size},
-            "doc_tokens": a.doc_tokens, "question_tokens": QUESTION, "target_tokens": TARGET,
-            "rows": rows, "slopes": fits}
+    result["slopes"] = {m: {"all": slope(c), "last3": slope(c[-3:])} for m, c in curves.items()}
+    save(result)
+    return result
 
 
 def print_table(result: dict):
     print("\nmemory tokens |   MSA ms |  dense ms | dense / MSA")
     for r in result["rows"]:
         msa, dense = r.get("msa", {}), r.get("dense", {})
-        cell = lambda x: (f"{x['ms']:8.1f}" if x.get("fits") else "   no fit") \
-            if x else "        -"  # noqa: E731
+        cell = lambda x: (f"{x['ms']:8.1f}" if x.get("fits") else "time cap" if  # noqa: E731
+                          x.get("over_time_cap") else "  no fit") if x else "       -"
         ratio = f"{dense['ms'] / msa['ms']:8.2f}" if msa.get("fits") and dense.get("fits") \
             else "       -"
         print(f"{r['memory_tokens']:>13} | {cell(msa)} | {cell(dense)} | {ratio}")
@@ -263,22 +287,28 @@ def main(argv=None):
     out = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                        "jax": jax.__version__, "devices": str(jax.devices()),
                        "load_start": os.getloadavg()}, "args": vars(a)}
+    def save(scaling_result=None):
+        if scaling_result is not None:
+            out["scaling"] = scaling_result
+        if a.out:
+            out["machine"]["load_now"] = os.getloadavg()
+            os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+            atomic_write_bytes(a.out, json.dumps(out, indent=1).encode())
+
     if not a.skip_recipes:
         out["recipes"] = []
         for name in RECIPES:
             r = recipe_throughput(name, a.recipe_steps, a.recipe_queries)
             out["recipes"].append(r)
+            save()
             print(f"{name}: batch {r['batch']}, {r['ms_per_step']:.0f} ms/step (median of "
                   f"{r['warm_steps']} warm), {r['tokens_per_s']:,.0f} tokens/s "
                   f"({r['padded_tokens_per_s']:,.0f} with pads)", flush=True)
     if not a.skip_scaling:
-        out["scaling"] = scaling(a)
-        print_table(out["scaling"])
+        print_table(scaling(a, save))
     out["machine"]["load_end"] = os.getloadavg()
     print(f"load average: start {out['machine']['load_start']}, end {out['machine']['load_end']}")
-    if a.out:
-        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-        atomic_write_bytes(a.out, json.dumps(out, indent=1).encode())
+    save()
     return out
 
 
