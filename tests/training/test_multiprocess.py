@@ -23,6 +23,7 @@ from msa_jax.model.params import init_params
 from msa_jax.training import optim
 from msa_jax.training import step as st
 from msa_jax.training.checkpoint import Checkpoints
+from tests.cli.conftest import session_cache_dir
 from tests.parallel.test_distributed import REPO, free_port, read_logs, wait_for
 from tests.training import two_process_train as worker
 from tests.training.metrics_util import comparable_records, event_steps
@@ -36,7 +37,10 @@ pytestmark = pytest.mark.single_leg
 def two_processes(tmp_path_factory):
     out = tmp_path_factory.mktemp("two_process_train")
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               XLA_FLAGS="--xla_force_host_platform_device_count=1", MSA_JAX_NO_PROGRESS="1")
+               XLA_FLAGS="--xla_force_host_platform_device_count=1", MSA_JAX_NO_PROGRESS="1",
+               # each worker builds 3 trainers of the same step: compiled once, then cached
+               JAX_COMPILATION_CACHE_DIR=session_cache_dir(tmp_path_factory),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     port = free_port()
     procs, logs = [], []
     for i in range(2):
