@@ -48,8 +48,12 @@ class MetricsWriter:
         if tensorboard:
             from tensorboardX import SummaryWriter
 
+            # tensorboardX names the file by the second it is opened (and truncates a file of
+            # that name): the suffix keeps a resume within the same second from erasing the
+            # events written before it
             self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
-                                     purge_step=resume_step + 1 if resume_step else None)
+                                     purge_step=resume_step + 1 if resume_step else None,
+                                     filename_suffix=f".from{resume_step}")
 
     def write(self, step: int, values: Mapping[str, float]):
         if self._file is None:

@@ -102,12 +102,11 @@ def test_two_processes_train_like_one(two_processes, one_process):
 def test_only_the_primary_process_writes_metrics(two_processes):
     flags = [(two_processes / f"writes_metrics_{i}").read_text() for i in range(2)]
     assert flags == ["True", "False"], flags
-    # losses() checks metrics.jsonl (one record per step); the event files of the straight run
-    # (a second writer would duplicate them, or interleave records in a file of the same name).
-    # Not the stopped run's: tensorboardX names a file by the second it was opened, so a resume
-    # within the same second as the first writer would reuse (truncate) its file
-    steps = event_steps(str(two_processes / "straight" / "tensorboard"), "loss")
-    assert steps == list(range(1, worker.STEPS + 1)), steps
+    # losses() checks metrics.jsonl (one record per step); the event files: a second writer
+    # would duplicate them, or interleave records in a file of the same name
+    for run in ("straight", "stopped"):
+        steps = event_steps(str(two_processes / run / "tensorboard"), "loss")
+        assert steps == list(range(1, worker.STEPS + 1)), (run, steps)
 
 
 def test_checkpoint_written_by_two_processes_restores_in_one(two_processes):
