@@ -4,7 +4,8 @@
 `workdir/tensorboard/` gets the same scalars as TensorBoard events. On resume from step s the
 records of later steps (written before the run was killed, and about to be recomputed) are
 dropped: the JSONL file is rewritten atomically without them, and the event writer purges them
-(`purge_step`), so both logs read as one uninterrupted run.
+(`purge_step`), so both logs read as one uninterrupted run. In a run of several processes only
+the primary one writes (`enabled=False` elsewhere: one log, not one per process).
 """
 
 from __future__ import annotations
@@ -33,20 +34,30 @@ def read_jsonl(path: str) -> list[dict]:
 
 
 class MetricsWriter:
-    def __init__(self, workdir: str, resume_step: int = 0, tensorboard: bool = True):
-        os.makedirs(workdir, exist_ok=True)
+    def __init__(self, workdir: str, resume_step: int = 0, tensorboard: bool = True,
+                 enabled: bool = True):
         self.path = os.path.join(workdir, "metrics.jsonl")
+        self.enabled = enabled
+        self._file = self._tb = None
+        if not enabled:  # writes nothing (a process that is not the primary one)
+            return
+        os.makedirs(workdir, exist_ok=True)
         kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= resume_step]
         atomic_write_bytes(self.path, "".join(json.dumps(r) + "\n" for r in kept).encode())
         self._file = open(self.path, "a", encoding="utf-8")
-        self._tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter
 
+            # tensorboardX names the file by the second it is opened (and truncates a file of
+            # that name): the suffix keeps a resume within the same second from erasing the
+            # events written before it
             self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
-                                     purge_step=resume_step + 1 if resume_step else None)
+                                     purge_step=resume_step + 1 if resume_step else None,
+                                     filename_suffix=f".from{resume_step}")
 
     def write(self, step: int, values: Mapping[str, float]):
+        if self._file is None:
+            return
         record = {"step": int(step), **{k: float(v) for k, v in values.items()}}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
@@ -56,11 +67,13 @@ class MetricsWriter:
                     self._tb.add_scalar(name, value, global_step=step)
 
     def flush(self):
-        self._file.flush()
+        if self._file is not None:
+            self._file.flush()
         if self._tb is not None:
             self._tb.flush()
 
     def close(self):
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         if self._tb is not None:
             self._tb.close()

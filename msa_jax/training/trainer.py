@@ -70,7 +70,9 @@ class Trainer:
             self.resumed_from = self.ckpt.latest_step
             self.state, _ = self.ckpt.restore(self.state, fingerprint=self.fingerprint)
             log.info("resumed from %s step %d", self.ckpt.directory, self.resumed_from)
-        self.writer = MetricsWriter(workdir, int(self.state.step), tensorboard)
+        # one log per run: in a run of several processes only process 0 writes metrics
+        self.primary = jax.process_index() == 0
+        self.writer = MetricsWriter(workdir, int(self.state.step), tensorboard, self.primary)
         self._steps: dict[int, Callable] = {}
 
     @property
@@ -99,7 +101,7 @@ class Trainer:
         if start >= end:
             return self.state
         bar = progress(total=end, initial=start, desc="train", unit="step",
-                       enabled=self.show_progress)
+                       enabled=self.show_progress and self.primary)
         batches = self.data(start)
         tic, tokens = time.perf_counter(), 0
         try:
