@@ -11,7 +11,7 @@ from msa_jax.cli.main import main
 @pytest.mark.parametrize("override,code,named", [
     ("--config.optim.main.decay=exp", 1, "optim.main.decay='exp'"),
     ("--config.optim.warmup.warmup_steps=99", 1, "optim.warmup.warmup_steps"),
-    ("--config.model.vocab_size=100", 2, "vocab_size=100 is smaller than the byte tokenizer"),
+    ("--config.model.vocab_size=100", 2, "vocab_size=100 is smaller than the tokenizer's 263"),
     ("--config.model.preset=tiny", 2, "preset='tiny' has no MSA router layers"),
     ("--config.data.batch_size=0", 1, "data.batch_size must be >= 1"),
     ("--config.optim.freeze=all", 1, "optim.freeze='all'"),
