@@ -37,19 +37,23 @@ def l2_normalise(x: Array) -> Array:
     return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "num_chunks", "collect_hidden"))
+@functools.partial(jax.jit, static_argnames=("cfg", "num_chunks", "collect_hidden", "band"))
 def encode_block(cfg: ModelConfig, params, tokens: Array, positions: Array, segment_ids: Array,
-                 chunk_ids: Array, num_chunks: int, collect_hidden: bool = False):
+                 chunk_ids: Array, num_chunks: int, collect_hidden: bool = False,
+                 band: int | None = None):
     """Encode a packed block.
 
     tokens, positions, segment_ids, chunk_ids [B, L] int32: segment < 0 marks padding; chunk_ids
     (< num_chunks; -1 = pooled nowhere) say which chunk each token is averaged into.
+    band: None, or an int > every document's length (the caller's guarantee): the XLA document
+    attention is then banded, O(L·band) instead of O(L²), with the same result.
     Returns (PooledChunks with C = num_chunks, final-normed hidden [B, L, D] or None).
     """
     pooled = []
+    banded = {} if band is None else dict(band=band, prefix=0)
 
     def attend(i: int, p: Projections):
-        o = document_attention(p.q, p.k, p.v, segment_ids, **kernel_kwargs(cfg))
+        o = document_attention(p.q, p.k, p.v, segment_ids, **kernel_kwargs(cfg), **banded)
         if cfg.is_router_layer(i):
             pooled.append(tuple(pool_chunks(x, chunk_ids, num_chunks) for x in (p.kr, p.k, p.v)))
         return o, None
