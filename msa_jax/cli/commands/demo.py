@@ -107,8 +107,8 @@ def _summary(records: list[dict]) -> list[str]:
                         ("single-hop", [r for r in records if r.get("hops") == 1]),
                         ("two-hop", [r for r in records if r.get("hops") == 2])):
         if group:
-            ids = sum(r["doc_id_match"] for r in group)
-            ok = sum(r["answer_match"] for r in group)
+            ids = int(sum(r["doc_id_match"] for r in group))
+            ok = int(sum(r["answer_match"] for r in group))
             lines.append(f"{name:>10}: answer exact match {ok}/{len(group)} "
                          f"({100 * ok / len(group):.0f}%), document ids {ids}/{len(group)}")
     return lines
