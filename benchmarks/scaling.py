@@ -100,7 +100,7 @@ def run_read(model, items, pick, texts) -> list[dict]:
     return rows
 
 
-def one_size(model, items, needles, kind: str, size: int, args) -> dict:
+def one_size(model, dense_model, items, needles, kind: str, size: int, args) -> dict:
     tok = model.tokenizer
     t = time.perf_counter()
     docs = memory_documents(kind, size, needles, lambda s: len(tok.encode(s)), seed=args.seed)
@@ -128,8 +128,8 @@ def one_size(model, items, needles, kind: str, size: int, args) -> dict:
         if bank.num_tokens <= args.dense_max:
             every = [d.id for d in docs]
             dense_items = items[:args.dense_questions]
-            methods["dense"] = lambda: run_read(args.dense_model, dense_items,
-                                                lambda it: every, texts)
+            methods["dense"] = lambda: run_read(dense_model, dense_items, lambda it: every,
+                                                texts)
         else:
             result["dense_skipped"] = (f"{bank.num_tokens:,} memory tokens > --dense_max="
                                        f"{args.dense_max:,} (quadratic cost)")
@@ -194,7 +194,7 @@ def main(argv=None):
     # dense reads the whole memory as one context: the same weights, with the position limit
     # raised to fit it (positions beyond the trained ones are the baseline's handicap, as for
     # any backbone read past its training length)
-    args.dense_model = msa_jax.from_pretrained(
+    dense_model = msa_jax.from_pretrained(
         args.model, max_position_embeddings=max(model.cfg.max_position_embeddings,
                                                 2 * args.dense_max + 4096))
     suite = build_eval_suite()
@@ -216,8 +216,8 @@ def main(argv=None):
     for kind in args.haystacks.split(","):
         for size in map(tokens, args.sizes.split(",")):
             try:
-                record["results"].append(one_size(model, items, list(suite.documents), kind, size,
-                                                  args))
+                record["results"].append(one_size(model, dense_model, items,
+                                                  list(suite.documents), kind, size, args))
             except MemoryError as e:
                 record["results"].append({"haystack": kind, "target_tokens": size,
                                           "stopped": f"MemoryError: {e}"})
