@@ -209,6 +209,16 @@ def require_dir(path: str, what: str):
         raise CheckpointError(f"{path}: no such {what} folder")
 
 
+def bundled(*parts: str) -> str:
+    """The repository's file or folder `parts` (a checkout or an editable install), else the copy
+    a wheel installs under msa_jax/ (setup.py ships configs/ and models/ there)."""
+    for root in (REPO_ROOT, PACKAGE_ROOT):
+        path = os.path.join(root, *parts)
+        if os.path.exists(path):
+            return path
+    return os.path.join(*parts)
+
+
 def load_model(path: str, dtype: str | None = None, kernel_implementation: str | None = None,
                top_k: int | None = None):
     """msa_jax.from_pretrained with the CLI's inference overrides (dtype, kernels, top-k)."""

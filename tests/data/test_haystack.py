@@ -6,10 +6,10 @@ import logging
 import pytest
 
 from msa_jax.data.haystack import haystack
-from msa_jax.data.synthetic import make_needle_task, person_index
+from msa_jax.data.synthetic import make_needle_task
 from msa_jax.data.tokenizer import ByteTokenizer
 from msa_jax.errors import ConfigError
-from msa_jax.training.tasks import PERSON
+from msa_jax.eval import evalset
 
 TOK = ByteTokenizer()
 DOCS, QUERIES = make_needle_task(12, 6, seed=3)
@@ -17,13 +17,7 @@ NEEDLES = [DOCS[int(i)] for q in QUERIES for i in q.reference_ids]
 
 
 def _persons(text):
-    out = set()
-    for name in PERSON.findall(text):
-        try:
-            out.add(person_index(name))
-        except ValueError:  # "First I. Last" but not a synthetic person
-            pass
-    return out
+    return evalset._persons([text])
 
 
 def test_haystack_documents_and_needles():

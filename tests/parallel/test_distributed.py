@@ -51,13 +51,7 @@ def two_processes(tmp_path_factory):
     port = free_port()
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("XLA_FLAGS", None)
-    procs, logs = [], []
-    for i in range(2):
-        log = open(out / f"worker_{i}.log", "w+")
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "tests.parallel.two_process_worker", str(i), str(port),
-             str(out)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
-        logs.append(log)
+    procs, logs = start_workers("tests.parallel.two_process_worker", out, port, env)
     try:
         results = [out / f"result_{i}.json" for i in range(2)]
         if not wait_for(results, procs, START_LIMIT_S):
@@ -83,12 +77,29 @@ def two_processes(tmp_path_factory):
                "survivor_rc": procs[0].returncode, "survivor_s": time.time() - killed_at,
                "survivor_log": read_logs(logs[:1])}
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=10)
-        for log in logs:
-            log.close()
+        stop_workers(procs, logs)
+
+
+def start_workers(module: str, out, port: int, env, count: int = 2):
+    """`python -m module <i> <port> <out>` for i < count, each logging to out/worker_<i>.log.
+    Returns (processes, open log files)."""
+    procs, logs = [], []
+    for i in range(count):
+        log = open(out / f"worker_{i}.log", "w+")
+        procs.append(subprocess.Popen([sys.executable, "-m", module, str(i), str(port), str(out)],
+                                      cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
+        logs.append(log)
+    return procs, logs
+
+
+def stop_workers(procs, logs):
+    """Kill the workers still running; close their logs."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
+    for log in logs:
+        log.close()
 
 
 def read_logs(logs) -> str:

@@ -13,8 +13,6 @@ The workers are tests/training/two_process_train.py; every wait is bounded.
 """
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -24,7 +22,8 @@ from msa_jax.training import optim
 from msa_jax.training import step as st
 from msa_jax.training.checkpoint import Checkpoints
 from tests.cli.conftest import session_cache_dir
-from tests.parallel.test_distributed import REPO, free_port, read_logs, wait_for
+from tests.parallel.test_distributed import (REPO, free_port, read_logs, start_workers,
+                                            stop_workers, wait_for)
 from tests.training import two_process_train as worker
 from tests.training.metrics_util import comparable_records, event_steps
 
@@ -42,24 +41,13 @@ def two_processes(tmp_path_factory):
                JAX_COMPILATION_CACHE_DIR=session_cache_dir(tmp_path_factory),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     port = free_port()
-    procs, logs = [], []
-    for i in range(2):
-        log = open(out / f"worker_{i}.log", "w+")
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "tests.training.two_process_train", str(i), str(port),
-             str(out)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
-        logs.append(log)
+    procs, logs = start_workers("tests.training.two_process_train", out, port, env)
     try:
         if not wait_for([out / f"done_{i}" for i in range(2)], procs, LIMIT_S):
             pytest.fail("the two training workers did not both finish:\n" + read_logs(logs))
         yield out
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=10)
-        for log in logs:
-            log.close()
+        stop_workers(procs, logs)
 
 
 @pytest.fixture(scope="module")

@@ -31,12 +31,8 @@ BUNDLED_MODEL = "msa-tiny-demo"
 
 
 def bundled_model_path() -> str:
-    """models/msa-tiny-demo of the repository, else the copy a wheel installs (msa_jax/models)."""
-    for root in (common.REPO_ROOT, common.PACKAGE_ROOT):
-        path = os.path.join(root, "models", BUNDLED_MODEL)
-        if os.path.isdir(path):
-            return path
-    return os.path.join("models", BUNDLED_MODEL)
+    """models/msa-tiny-demo of the repository, else of the installed package (common.bundled)."""
+    return common.bundled("models", BUNDLED_MODEL)
 
 
 def define_flags(fv: flags.FlagValues, argv):

@@ -31,13 +31,8 @@ RANDOM_NOTE = ("NOTE: the model is RANDOMLY INITIALISED: its text is gibberish a
 
 
 def default_config_path(name: str = "smoke.py") -> str:
-    """configs/NAME of the repository (a checkout or an editable install), else the copy a wheel
-    installs as msa_jax/configs/NAME (setup.py)."""
-    for root in (common.REPO_ROOT, common.PACKAGE_ROOT):
-        path = os.path.join(root, "configs", name)
-        if os.path.exists(path):
-            return path
-    return os.path.join("configs", name)
+    """configs/NAME of the repository, else of the installed package (common.bundled)."""
+    return common.bundled("configs", name)
 
 
 def define_flags(fv: flags.FlagValues, argv):
