@@ -29,8 +29,9 @@ test311: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS) tests
 
 # Python 3.12 (JAX 0.12) where it exists; torch is not installed there, so the tests that
-# compare with transformers skip, and the few tests marked single_leg (long end-to-end runs whose
-# subject does not depend on the JAX version) run on the 3.11 leg only.
+# compare with transformers skip, and the tests marked single_leg (long end-to-end runs whose
+# subject does not depend on the JAX version, and the folders tests/cli, colabs, eval and data:
+# tests/conftest.py) run on the 3.11 leg only.
 test312:
 	@if [ -x "$(PYTHON312)" ]; then \
 		$(MAKE) --no-print-directory $(VENV312)/.installed && \

@@ -62,3 +62,17 @@ def pytest_configure(config):
         "markers", "single_leg: a long end-to-end check whose subject does not depend on the JAX "
         "version (a process killed and resumed through the CLI, the default-compiler reruns, a "
         "learning run); `make test` runs it on the Python 3.11 leg only, to keep CI in budget")
+
+
+# End-to-end folders whose subject does not depend on the JAX version: the CLI's subprocess runs,
+# the notebooks, the evaluation kit and the data loaders (plain Python and numpy). They run on the
+# Python 3.11 leg only (single_leg), so the whole CI stays under its 20 minutes on 2 cores.
+_SINGLE_LEG_DIRS = ("cli", "colabs", "eval", "data")
+
+
+def pytest_collection_modifyitems(config, items):
+    root = os.path.dirname(os.path.abspath(__file__))
+    for item in items:
+        rel = os.path.relpath(str(item.fspath), root).split(os.sep)
+        if rel[0] in _SINGLE_LEG_DIRS:
+            item.add_marker(pytest.mark.single_leg)
