@@ -30,7 +30,8 @@ test311: $(VENV)/.installed
 
 # Python 3.12 (JAX 0.12) where it exists; torch is not installed there, so the tests that
 # compare with transformers skip, and the tests marked single_leg (long end-to-end runs whose
-# subject does not depend on the JAX version, and the folders tests/cli, colabs, eval and data:
+# subject does not depend on the JAX version, and the folders tests/cli, colabs, eval, data,
+# memory and parallel:
 # tests/conftest.py) run on the 3.11 leg only.
 test312:
 	@if [ -x "$(PYTHON312)" ]; then \
