@@ -4,9 +4,11 @@ PYTHON ?= python3
 PYTHON312 ?= /root/.pyenv/versions/3.12.1/bin/python3
 VENV ?= .venv
 VENV312 ?= .venv312
-PYTEST_ARGS ?= -n 2 --dist loadfile -q -rs
+# --no-loadscope-reorder: files reach the workers in collection order, longest first
+# (tests/conftest.py), not by their number of tests
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder -q -rs
 
-.PHONY: demo test test311 test312 bench clean
+.PHONY: demo test test311 test312 venvs bench clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +21,12 @@ $(VENV312)/.installed: setup.py
 	$(VENV312)/bin/pip install -q --upgrade pip
 	$(VENV312)/bin/pip install -q -e ".[test-notorch]"
 	touch $@
+
+# both environments, installed side by side (CI: the two pip runs overlap)
+venvs:
+	@if [ -x "$(PYTHON312)" ]; then \
+		$(MAKE) --no-print-directory -j2 $(VENV)/.installed $(VENV312)/.installed; \
+	else $(MAKE) --no-print-directory $(VENV)/.installed; fi
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/msa-jax demo

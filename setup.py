@@ -18,7 +18,7 @@ RUNTIME = [
 
 TEST = [
     "pytest>=8",
-    "pytest-xdist>=3.5",
+    "pytest-xdist>=3.8",
     "nbformat>=5.9",
     "nbclient>=0.10",
     "ipykernel>=6.29",

@@ -45,7 +45,12 @@ def get_config() -> config_dict.ConfigDict:
     m.bpe_vocab_size = 1024
     m.vocab_size = 0  # = the tokenizer's
     m.sizes = config_dict.ConfigDict(dict(hidden_size=128, intermediate_size=384, num_layers=4,
-                                          num_heads=4, num_kv_heads=2, head_dim=32))
+                                          num_heads=4, num_kv_heads=2, head_dim=32,
+                                          tie_word_embeddings=False))
+    # a wide embedding (untied from the LM head): with Qwen3's 0.02 the random layers below the
+    # router swamp each token's identity in the router's input and the routing loss sits on its
+    # plateau for hundreds of steps (docs/training.md)
+    m.embedding_init_std = 1.0
     # query_reduce "mean" (an msa_config option; the reference's default is "max"): a chunk
     # scores by how many question tokens it matches, a signal the router finds in tens of
     # steps, where "max" waits for one token to encode the whole key (docs/training.md)

@@ -72,9 +72,24 @@ def pytest_configure(config):
 _SINGLE_LEG_DIRS = ("cli", "colabs", "eval", "data", "memory", "parallel")
 
 
+# The longest files (measured with --durations on 2 cores), run first: `--dist loadfile` hands
+# files to the two workers in collection order, so a long file collected last would leave one
+# worker idle for its whole run at the end of the session.
+_LONGEST_FIRST = ("training/test_resume.py", "training/test_multiprocess.py",
+                  "cli/test_cli_pipeline.py", "parallel/test_parallel_results.py",
+                  "test_default_compiler.py", "colabs/test_colabs.py", "cli/test_demo.py",
+                  "parallel/test_distributed.py", "memory/test_memory_invariants.py",
+                  "convert/test_qwen3_parity.py", "cli/test_cli_writers.py")
+
+
 def pytest_collection_modifyitems(config, items):
     root = os.path.dirname(os.path.abspath(__file__))
+    rank = {}
     for item in items:
         rel = os.path.relpath(str(item.fspath), root).split(os.sep)
         if rel[0] in _SINGLE_LEG_DIRS:
             item.add_marker(pytest.mark.single_leg)
+        path = "/".join(rel)
+        rank[item.nodeid] = (_LONGEST_FIRST.index(path) if path in _LONGEST_FIRST
+                             else len(_LONGEST_FIRST))
+    items.sort(key=lambda item: rank[item.nodeid])  # stable: each file keeps its order

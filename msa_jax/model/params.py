@@ -10,6 +10,7 @@ from jax.sharding import Mesh
 
 from msa_jax import sharding
 from msa_jax.config import ModelConfig
+from msa_jax.errors import ConfigError
 from msa_jax.model.transformer import Transformer
 
 
@@ -46,29 +47,58 @@ def param_shardings(cfg: ModelConfig, mesh: Mesh, rules=sharding.RULES):
                         logical_axes(cfg), is_leaf=lambda x: isinstance(x, tuple))
 
 
-def _host_value(path, leaf: jax.ShapeDtypeStruct, cfg: ModelConfig, rng: np.random.Generator):
+INIT_STD = 0.02  # projections and (by default) the token embedding
+
+
+def _is_embedding(names) -> bool:
+    return "embed_tokens" in names
+
+
+def _host_value(path, leaf: jax.ShapeDtypeStruct, cfg: ModelConfig, rng: np.random.Generator,
+                embedding_std: float):
     names = [getattr(k, "key", str(k)) for k in path]
     if names[-1] == "scale":  # RMSNorm weights
         return np.ones(leaf.shape, leaf.dtype)
-    std = cfg.msa.router_init_std if any(n.startswith("router_") for n in names) else 0.02
+    std = INIT_STD
+    if any(n.startswith("router_") for n in names):
+        std = cfg.msa.router_init_std
+    elif _is_embedding(names):
+        std = embedding_std
     return rng.normal(0.0, std, leaf.shape).astype(leaf.dtype)
 
 
-def init_params(cfg: ModelConfig, seed: int = 0, mesh: Mesh | None = None, on_device: bool = False):
+def _rescale_embedding(params, embedding_std: float):
+    """params with the token embedding (drawn ~ N(0, INIT_STD)) scaled to N(0, embedding_std)."""
+    def scale(path, x):
+        names = [getattr(k, "key", str(k)) for k in path]
+        return x * (embedding_std / INIT_STD) if _is_embedding(names) else x
+    return jax.tree_util.tree_map_with_path(scale, params)
+
+
+def init_params(cfg: ModelConfig, seed: int = 0, mesh: Mesh | None = None, on_device: bool = False,
+                embedding_std: float = INIT_STD):
     """Random parameters: projections and embeddings ~ N(0, 0.02) (router projections
-    N(0, router_init_std)), norms 1.
+    N(0, router_init_std); the token embedding N(0, embedding_std)), norms 1.
+
+    embedding_std: a model trained from scratch with a router learns much faster with a large
+    embedding (e.g. 1.0, untied from the LM head): with 0.02 the random attention and MLP
+    outputs of the layers below a router layer swamp each token's identity in its input, and the
+    routing loss sits on its plateau (docs/training.md).
 
     By default drawn with numpy on the host (no compilation: quick for tests and small models)
     and placed on device, sharded over `mesh` if given. `on_device=True` draws them with JAX
     inside a jit whose outputs are created already sharded (no host copy: for large models).
     """
+    if not embedding_std > 0:
+        raise ConfigError(f"embedding_std must be > 0, got {embedding_std}")
     shardings = param_shardings(cfg, mesh) if mesh is not None else None
     if on_device:
-        init = lambda r: nn.unbox(_boxed_init(cfg, r))  # noqa: E731
+        init = lambda r: _rescale_embedding(nn.unbox(_boxed_init(cfg, r)),  # noqa: E731
+                                            embedding_std)
         return jax.jit(init, out_shardings=shardings)(jax.random.key(seed))
     rng = np.random.default_rng(seed)
-    host = jax.tree_util.tree_map_with_path(lambda p, x: _host_value(p, x, cfg, rng),
-                                            abstract_params(cfg))
+    host = jax.tree_util.tree_map_with_path(
+        lambda p, x: _host_value(p, x, cfg, rng, embedding_std), abstract_params(cfg))
     if shardings is None:
         return jax.tree.map(jnp.asarray, host)
     return jax.tree.map(jax.device_put, host, shardings)

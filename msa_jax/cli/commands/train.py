@@ -154,6 +154,7 @@ def build(config, workdir: str, init_from: str | None = None, show_progress: boo
     """The Trainer a recipe describes (also used by the notebook and the tests)."""
     import jax
 
+    from msa_jax.model.params import INIT_STD, init_params
     from msa_jax.training import evaluate, losses, pipeline, tasks
     from msa_jax.training.trainer import Trainer
 
@@ -161,6 +162,9 @@ def build(config, workdir: str, init_from: str | None = None, show_progress: boo
     losses.check_method(cfg.msa.aux_loss_method)
     ocfg = optim_config(config)
     d, e, t = (_section(config, n) for n in ("data", "eval", "train"))
+    if params is None:  # random weights: the recipe may widen the embedding's init
+        params = init_params(cfg, t.seed, embedding_std=_section(config, "model").get(
+            "embedding_init_std", INIT_STD))
     samples = training_samples(d)
     pcfg = pipeline.PipelineConfig(batch_size=d.batch_size, length_buckets=d.length_buckets,
                                    doc_buckets=d.doc_buckets, worker_count=d.worker_count,
