@@ -133,6 +133,8 @@ def train_forward(cfg: ModelConfig, params, batch: TrainBatch, num_docs: int,
         raise ValueError("give both max_segment and max_active, or neither")
     band = dict(band=max_segment, prefix=0) if banded else {}
     doc_segment = jnp.where(active, -1, segment) if banded else segment  # [B, L]
+    # banded: the template head + A active tokens, gathered out of the row ([B, A]); unused
+    # (and not computed: dead code under jit) on the whole-row path
     a_rows = min(length, len(msa.prefix_token_ids) + max_active) if banded else length
     a_index, a_valid = _active_rows(active, a_rows)  # [B, A]
     take = lambda x: jnp.take_along_axis(x, a_index.reshape(  # noqa: E731  [B, A, ...]
@@ -168,6 +170,9 @@ def train_forward(cfg: ModelConfig, params, batch: TrainBatch, num_docs: int,
         if not (routed or banded):
             return o, None  # the active tokens' attention is in `o` already
         mem, extra = route(p) if routed else ({}, None)
+        if not banded:  # the whole row: no gather, inactive rows keep the document attention
+            o_active = sparse_memory_attention(p.q, seq, p.k, p.v, local_time, **mem, **kw)
+            return jnp.where(active[..., None, None], o_active, o), extra
         o_active = sparse_memory_attention(take(p.q), a_seq, take(p.k), take(p.v), a_time,
                                            **mem, **kw)  # [B, A, N, H]
         o_active = jnp.where(a_valid[..., None, None], o_active, take(o))
