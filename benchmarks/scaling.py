@@ -184,13 +184,16 @@ def main(argv=None):
                    "(40 single-hop, then 20 two-hop: a prefix keeps both kinds when N > 40)")
     p.add_argument("--dense_max", type=tokens, default=tokens("16K"))
     p.add_argument("--dense_questions", type=int, default=12)
+    p.add_argument("--top_k", type=int, default=0, help="documents each router layer (and "
+                   "BM25) selects; 0 = the model's top_k_docs")
     p.add_argument("--routing_dtype", default="")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="outputs/scaling")
     args = p.parse_args(argv)
     args.methods = args.methods.split(",")
     os.makedirs(args.out, exist_ok=True)
-    model = msa_jax.from_pretrained(args.model)
+    top_k = {"msa_overrides": {"top_k_docs": args.top_k}} if args.top_k else {}
+    model = msa_jax.from_pretrained(args.model, **top_k)
     # dense reads the whole memory as one context: the same weights, with the position limit
     # raised to fit it (positions beyond the trained ones are the baseline's handicap, as for
     # any backbone read past its training length)

@@ -38,4 +38,8 @@ def get_config() -> config_dict.ConfigDict:
     c.ask.max_rounds = 3  # Memory Interleave rounds at most
     c.ask.max_new_tokens = 16  # tokens per Memory Interleave round
     c.ask.answer_tokens = 16  # tokens of the answer
+    # documents each router layer selects; 0 = the model's top_k_docs (2 for the bundled model,
+    # as it was trained); the bundled model's router ranks a question's document in its top 10
+    # among thousands far more often than first (its model card), so the demo reads 8
+    c.ask.top_k = 8
     return c

@@ -1,12 +1,19 @@
 """The recipe of the bundled demo model (models/msa-tiny-demo): a tiny MSA trained from scratch on
-this project's synthetic tasks, on a 2-core CPU.
+this project's synthetic tasks, on a 2-core CPU, in two stages:
 
-    msa-jax train --config=configs/train_demo.py --workdir=runs/demo
+    msa-jax train --config=configs/train_demo_router.py --workdir=runs/demo-router
+    msa-jax train --config=configs/train_demo.py --workdir=runs/demo \
+        --init_from=runs/demo-router/export
+
+This file is stage 2 (joint training, from stage 1's export); configs/train_demo_router.py is
+stage 1 (the router warm-up on single-hop questions) and takes the model and options from here.
+Without --init_from this file trains the joint stage from random weights, which does not learn
+to route (docs/training.md).
 
 What it trains (docs/msa.md §5-§6, the paper's recipe in spirit):
-- a 4-layer Qwen3 (D 128, 4 query / 2 KV heads of 32: router keys 2 x 32 wide) with router
-  layers 2 and 3, P = 8, and a byte-level BPE (msa_jax.data.bpe: one token per word of the
-  synthetic vocabulary, one per digit);
+- a 4-layer Qwen3 (D 128, 4 query / 2 KV heads of 32: router keys 2 x 32 wide, untied LM head,
+  embedding initialised N(0, 1)) with router layers 2 and 3, P = 8, and a byte-level BPE
+  (msa_jax.data.bpe: one token per word of the synthetic vocabulary, one per digit);
 - generative retrieval: single-hop and two-hop fact questions, one sample per retrieval step
   (the model writes `[id]<|object_ref_end|>`; the second hop sees the first document's injected
   text), then the answer step (`<End-of-Retrieve>`, then "The answer to the question is: ...");
@@ -15,8 +22,8 @@ What it trains (docs/msa.md §5-§6, the paper's recipe in spirit):
 - 8 documents per sample (one hard negative per hop); the routing loss ranks each positive
   against every document of the batch (in-batch negatives: 128 per question), as large memories
   need;
-- phase 1, router warm-up (0.1 L_LM + L_aux), then phase 2, joint (L_LM + L_aux: the routing
-  loss keeps full weight, unlike the paper's 0.1, because this router starts from scratch);
+- stage 1: router warm-up (0.1 L_LM + L_aux); stage 2: joint (L_LM + L_aux: the routing loss
+  keeps full weight, unlike the paper's 0.1, because this router starts from scratch);
 - held-out persons never appear in training (msa_jax.training.tasks.EntitySplit); the periodic
   evaluation ranks held-out questions among a memory of held-out documents.
 """
@@ -64,9 +71,10 @@ def get_config() -> config_dict.ConfigDict:
     # the router sits on a plateau (routing loss ~ ln 128) for the first few hundred steps
     # (docs/training.md): a long warm-up, and the routing loss kept at full weight afterwards
     # (the paper's 0.1 assumes a router that converged in warm-up on a pre-trained backbone)
-    c.optim.warmup = base._phase(steps=400, lr=3e-3, warmup_steps=20, decay="constant",
+    # stage 1 (configs/train_demo_router.py) runs the warm-up phase only, stage 2 the main one
+    c.optim.warmup = base._phase(steps=0, lr=3e-3, warmup_steps=20, decay="constant",
                                  end_lr=3e-3, lm_weight=0.1, aux_weight=1.0)
-    c.optim.main = base._phase(steps=800, lr=2e-3, warmup_steps=20, decay="cosine",
+    c.optim.main = base._phase(steps=500, lr=2e-3, warmup_steps=20, decay="cosine",
                                end_lr=1e-4, lm_weight=1.0, aux_weight=1.0)
 
     d = c.data

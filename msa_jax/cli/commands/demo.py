@@ -105,8 +105,13 @@ def _summary(records: list[dict]) -> list[str]:
         if group:
             ids = int(sum(r["doc_id_match"] for r in group))
             ok = int(sum(r["answer_match"] for r in group))
+            routed = [r["recall"]["union"] for r in group if "recall" in r]
             lines.append(f"{name:>10}: answer exact match {ok}/{len(group)} "
-                         f"({100 * ok / len(group):.0f}%), document ids {ids}/{len(group)}")
+                         f"({100 * ok / len(group):.0f}%), document ids {ids}/{len(group)}"
+                         + (f", router recall {sum(routed) / len(routed):.2f}" if routed else ""))
+    if lines:
+        lines.append("(router recall: the share of a question's documents among those its "
+                     "first round routed, any router layer)")
     return lines
 
 
@@ -115,6 +120,8 @@ def _check(c):
                       ("ask.max_new_tokens", "max_new_tokens"),
                       ("ask.answer_tokens", "answer_tokens"), ("seed", "seed")):
         common.config_setting(c, key, name)
+    if c.ask.top_k:
+        common.config_setting(c, "ask.top_k", "top_k")
     if c.single_hop < 0 or c.two_hop < 0:
         raise common.UsageError("--config.single_hop and --config.two_hop must be >= 0")
     from msa_jax.eval.evalset import HAYSTACKS
@@ -131,7 +138,8 @@ def execute(fv: flags.FlagValues, config):
     path = c.model or bundled_model_path()
     with common.Timer() as total:
         print(f"[1/4] model {path}", flush=True)
-        model = common.load_model(path, kernel_implementation=c.kernel_implementation)
+        model = common.load_model(path, kernel_implementation=c.kernel_implementation,
+                                  top_k=c.ask.top_k or None)
         for line in report.model_lines(model.cfg, tokenizer=model.tokenizer)[:3]:
             print("  " + line)
         questions, needles = _questions(c)
