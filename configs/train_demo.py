@@ -28,19 +28,17 @@ What it trains (docs/msa.md §5-§6, the paper's recipe in spirit):
   evaluation ranks held-out questions among a memory of held-out documents.
 """
 
-import importlib.util
 import os
 
 from ml_collections import config_dict
 
+from msa_jax.utils import load_python_file
+
 
 def _base():
     """configs/train_tiny.py, whose sections this recipe changes."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_tiny.py")
-    spec = importlib.util.spec_from_file_location("train_tiny", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_python_file(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                         "train_tiny.py"))
 
 
 def get_config() -> config_dict.ConfigDict:

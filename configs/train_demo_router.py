@@ -12,20 +12,14 @@ questions stayed at chance among 2,000 documents (docs/training.md). One phase,
 0.1 L_LM + L_aux at a constant lr 3e-3; the LM learns the retrieval format meanwhile.
 """
 
-import importlib.util
 import os
 
-
-def _demo():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_demo.py")
-    spec = importlib.util.spec_from_file_location("train_demo", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from msa_jax.utils import load_python_file
 
 
 def get_config():
-    c = _demo().get_config()
+    c = load_python_file(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                      "train_demo.py")).get_config()
     d = c.data
     d.hops = (1,)
     d.with_answer = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import tempfile
 
@@ -38,3 +39,13 @@ def progress(iterable=None, enabled: bool = True, **kwargs):
     kwargs["disable"] = not enabled or bool(os.environ.get("MSA_JAX_NO_PROGRESS"))
     kwargs.setdefault("dynamic_ncols", True)
     return tqdm(iterable, **kwargs)
+
+
+def load_python_file(path: str):
+    """The module of a Python file that is not in a package (a recipe in configs/, a benchmark
+    script), executed under its file's stem as name."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

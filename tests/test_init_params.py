@@ -2,7 +2,6 @@
 are drawn from the same stream), on the host and on device; and `msa-jax train`'s recipe key
 `model.embedding_init_std` reaches the trainer's fresh parameters."""
 
-import importlib.util
 import pathlib
 
 import jax
@@ -12,6 +11,7 @@ import pytest
 import msa_jax
 from msa_jax.errors import ConfigError
 from msa_jax.model.params import INIT_STD, init_params
+from msa_jax.utils import load_python_file
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CFG = msa_jax.preset("tiny-msa", vocab_size=64, tie_word_embeddings=False)
@@ -45,10 +45,7 @@ def test_bad_std_is_refused():
 
 def test_the_recipe_key_reaches_the_trainer(tmp_path):
     from msa_jax.cli.commands.train import build
-    spec = importlib.util.spec_from_file_location("train_tiny", REPO / "configs/train_tiny.py")
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    config = recipe.get_config()
+    config = load_python_file(str(REPO / "configs/train_tiny.py")).get_config()
     config.model.embedding_init_std = 0.5
     config.eval.every = 0
     config.data.num_queries = 16
