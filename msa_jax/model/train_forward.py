@@ -133,15 +133,14 @@ def train_forward(cfg: ModelConfig, params, batch: TrainBatch, num_docs: int,
         raise ValueError("give both max_segment and max_active, or neither")
     band = dict(band=max_segment, prefix=0) if banded else {}
     doc_segment = jnp.where(active, -1, segment) if banded else segment  # [B, L]
-    # banded: the template head + A active tokens, gathered out of the row ([B, A]); unused
-    # (and not computed: dead code under jit) on the whole-row path
-    a_rows = min(length, len(msa.prefix_token_ids) + max_active) if banded else length
-    a_index, a_valid = _active_rows(active, a_rows)  # [B, A]
-    take = lambda x: jnp.take_along_axis(x, a_index.reshape(  # noqa: E731  [B, A, ...]
-        a_index.shape + (1,) * (x.ndim - 2)), axis=1)
-    a_seq = take(seq)
-    a_time = jnp.where(a_valid, take(local_time), INVALID_TIME)
-    rows = jnp.arange(b)[:, None]
+    if banded:  # the template head + A active tokens, gathered out of the row
+        a_index, a_valid = _active_rows(active, min(length, len(msa.prefix_token_ids)
+                                                    + max_active))  # [B, A]
+        take = lambda x: jnp.take_along_axis(x, a_index.reshape(  # noqa: E731  [B, A, ...]
+            a_index.shape + (1,) * (x.ndim - 2)), axis=1)
+        a_seq = take(seq)
+        a_time = jnp.where(a_valid, take(local_time), INVALID_TIME)
+        rows = jnp.arange(b)[:, None]
 
     def route(p: Projections):
         """Score, select and lay out the memory of one router layer."""
