@@ -2,8 +2,9 @@
 of a few thousand distractor tokens and 6 held-out questions. The output names every step, each
 question's rounds and routed documents and the accuracy; answers.json holds one scored record per
 question, and the printed accuracy is the records' own. No accuracy margin is asserted: the
-bundled checkpoint does not retrieve yet (its model card gives the measured 0 / 12 at 1M tokens),
-so a quality assertion could only be one that cannot fail."""
+bundled checkpoint routes but does not answer yet (its model card: answer exact match 0 / 12 at
+1M tokens), and its router recall at this test's small memory was not measured, so a margin
+would be a guess."""
 
 import json
 
