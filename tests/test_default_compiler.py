@@ -20,7 +20,9 @@ from tests.conftest import COMPILER, REPO
 
 RERUN = [
     "tests/test_default_compiler.py::test_settings_in_effect",
-    "tests/convert/test_qwen3_parity.py::test_float32_logits_and_hidden_states",
+    # one model of the three (GQA 2, untied head, 3 layers): the default compiler's fusions do
+    # not depend on which small config; the strict run checks all three
+    "tests/convert/test_qwen3_parity.py::test_float32_logits_and_hidden_states[gqa2_untied]",
     "tests/convert/test_qwen3_parity.py::test_bfloat16_agreement",
     "tests/parallel/test_memory_analysis.py",
     "tests/memory/test_memory_invariants.py::"
