@@ -3,14 +3,26 @@ reader: does the model write the right `[id]` response / answer when every earli
 given?), and whether the positive is among the top-2 routed of the sample's documents.
 
     python benchmarks/teacher_forced.py --workdir=runs/demo [--config=configs/train_demo.py]
+    python benchmarks/teacher_forced.py --workdir=runs/demo --docs_per_sample=1 --hops=1
 
 The latest checkpoint of --workdir, read through a copy (the trainer of a work directory drops
-its metrics past the checkpoint it resumes from). Samples: `--questions` held-out single-hop and
-two-hop questions (msa_jax.training.tasks, split "eval": persons never seen in training), one
-sample per retrieval step plus the answer step, as the recipe trains them.
+its metrics past the checkpoint it resumes from); --config must describe the checkpoint's model.
+Samples: `--questions` held-out questions per chain length (msa_jax.training.tasks, split
+"eval": persons never seen in training), one sample per retrieval step plus the answer step, as
+the recipe trains them, over --docs_per_sample documents each (default: the recipe's).
+
+Printed per kind of sample ([id] response, answer step):
+- exact: every labelled token right (argmax, teacher-forced);
+- token accuracy: the share of labelled tokens right, the response's fixed tokens excluded
+  (for `[id]` responses: the id's digits; for answer steps: the answer's tokens);
+- choose: (`[id]` responses, --choose) the share of samples where the right document's id is
+  the likeliest response among the ids of the sample's documents: what decoding constrained to
+  the ids in memory could reach (chance = 1 / documents);
+- routed: a positive among the top 2 of the last router layer.
 """
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -27,17 +39,72 @@ from msa_jax.model.decode import logits_of  # noqa: E402
 from msa_jax.model.train_forward import TrainBatch, train_forward  # noqa: E402
 from msa_jax.training import pipeline, tasks  # noqa: E402
 from msa_jax.training.packing import BATCH_FIELDS  # noqa: E402
+from msa_jax.training.samples import retrieval_target  # noqa: E402
 from msa_jax.utils import load_python_file  # noqa: E402
 
 
-def held_out(config, n: int):
+def held_out(config, n: int, hops=(1, 2), docs_per_sample: int = 0):
     d = config.data
+    docs = docs_per_sample or d.docs_per_sample
     out = []
-    for h in (1, 2):
-        out += tasks.make_retrieval_samples(n, hops=h, docs_per_sample=d.docs_per_sample,
-                                            hard_negatives=d.hard_negatives, split="eval",
-                                            seed=77 + h, with_answer=True,
+    for h in hops:
+        out += tasks.make_retrieval_samples(n, hops=h, docs_per_sample=docs,
+                                            hard_negatives=d.hard_negatives if docs > h else 0,
+                                            split="eval", seed=77 + h, with_answer=True,
                                             id_digits=d.get("id_digits", 0))
+    return out
+
+
+def kind(sample) -> str:
+    return "answer step" if sample.id.endswith("answer") else "[id] response"
+
+
+def _variable(tok, sample, labelled: np.ndarray) -> np.ndarray:
+    """Which labelled tokens carry the sample's own content (id digits, answer tokens)."""
+    fixed = tok.encode(retrieval_target(("",)), allow_special=True)  # "[]" + the round end
+    if kind(sample) == "[id] response":
+        keep = np.ones(len(labelled), bool)
+        keep[:1] = keep[len(labelled) - len(fixed) + 1:] = False
+        return keep
+    answer = tok.encode(" " + sample.answer)  # after "...is:", as packed
+    keep = np.zeros(len(labelled), bool)
+    keep[len(labelled) - len(answer) - 1:len(labelled) - 1] = True  # before <|im_end|>
+    return keep
+
+
+def score(forward, params, samples, tok, cfg, pcfg):
+    """Per sample: (labelled log-likelihood, exact, token hits, tokens, positive routed top 2)."""
+    out, i = [], 0
+    for batch in pipeline.eval_batches(samples, tok, cfg, pcfg):
+        m = int(batch["num_docs"])
+        tb = TrainBatch(**{k: jnp.asarray(batch[k]) for k in BATCH_FIELDS if k != "num_docs"})
+        logp, scores = forward(params, tb, jnp.zeros(m))
+        logp, labels = np.asarray(logp), batch["labels"]
+        for row in range(labels.shape[0]):
+            if i >= len(samples):
+                break
+            s, i = samples[i], i + 1
+            pos = np.nonzero(labels[row, 1:] != -100)[0]  # the LM loss shifts by one
+            want = labels[row, 1:][pos]
+            hit = logp[row, pos].argmax(-1) == want
+            var = _variable(tok, s, want)
+            relevant = set(np.nonzero(batch["doc_labels"][row][:m])[0].tolist())
+            top2 = set(np.argsort(-np.asarray(scores[row, 1:m + 1]))[:2].tolist())
+            out.append((float(logp[row, pos, want].sum()), bool(hit.all()),
+                        int(hit[var].sum()), int(var.sum()), bool(relevant & top2)))
+    return out
+
+
+def choose(forward, params, samples, tok, cfg, pcfg) -> list[bool]:
+    """Per `[id]` sample: is its own id the likeliest response among its documents' ids?"""
+    variants = [dataclasses.replace(s, target=retrieval_target((d.id,)))
+                for s in samples for d in s.documents]
+    ll = [r[0] for r in score(forward, params, variants, tok, cfg, pcfg)]
+    out, k = [], 0
+    for s in samples:
+        n = len(s.documents)
+        out.append(s.documents[int(np.argmax(ll[k:k + n]))].id == s.relevant_ids[-1])
+        k += n
     return out
 
 
@@ -46,6 +113,10 @@ def main():
     p.add_argument("--workdir", required=True)
     p.add_argument("--config", default="configs/train_demo.py")
     p.add_argument("--questions", type=int, default=32, help="per chain length")
+    p.add_argument("--hops", default="1,2", help="chain lengths, comma-separated")
+    p.add_argument("--docs_per_sample", type=int, default=0, help="0 = the recipe's")
+    p.add_argument("--choose", action="store_true",
+                   help="also rank every document's id by likelihood (x documents forwards)")
     args = p.parse_args()
     config = load_python_file(args.config).get_config()
     config.eval.every = 0
@@ -55,36 +126,31 @@ def main():
         trainer = build(config, tmp, show_progress=False)
         cfg, params, tok = trainer.cfg, trainer.state.params, trainer.tokenizer
         print(f"step {trainer.step}")
-        samples = held_out(config, args.questions)
+        samples = held_out(config, args.questions, tuple(map(int, args.hops.split(","))),
+                           args.docs_per_sample)
         pcfg = pipeline.PipelineConfig(batch_size=16, length_buckets=config.data.length_buckets,
                                        doc_buckets=config.data.doc_buckets)
 
         @jax.jit
         def forward(params, batch, num_docs_like):
             out = train_forward(cfg, params, batch, num_docs_like.shape[0])
-            return logits_of(cfg, params, out.hidden), out.doc_scores[-1]
+            return jax.nn.log_softmax(logits_of(cfg, params, out.hidden), -1), \
+                out.doc_scores[-1]
 
-        results, i = {}, 0
-        for batch in pipeline.eval_batches(samples, tok, cfg, pcfg):
-            m = int(batch["num_docs"])
-            tb = TrainBatch(**{k: jnp.asarray(batch[k]) for k in BATCH_FIELDS if k != "num_docs"})
-            logits, scores = forward(params, tb, jnp.zeros(m))
-            pred, labels = np.asarray(jnp.argmax(logits, -1)), batch["labels"]
-            for row in range(labels.shape[0]):
-                if i >= len(samples):
-                    break
-                s, i = samples[i], i + 1
-                pos = np.nonzero(labels[row, 1:] != -100)[0]  # the LM loss shifts by one
-                exact = bool(np.all(pred[row, pos] == labels[row, 1:][pos]))
-                relevant = set(np.nonzero(batch["doc_labels"][row][:m])[0].tolist())
-                top2 = set(np.argsort(-np.asarray(scores[row, 1:m + 1]))[:2].tolist())
-                kind = "answer step" if s.id.endswith("answer") else "[id] response"
-                results.setdefault(kind, []).append((exact, bool(relevant & top2)))
+        results = score(forward, params, samples, tok, cfg, pcfg)
+        ids = [s for s in samples if kind(s) == "[id] response"]
+        chosen = choose(forward, params, ids, tok, cfg, pcfg) if args.choose else None
         trainer.close()
-    for kind, v in sorted(results.items()):
-        v = np.asarray(v)
-        print(f"{kind:>14}: {len(v)} samples, teacher-forced exact {v[:, 0].mean():.3f}, "
-              f"a positive in the top 2 of the last router layer {v[:, 1].mean():.3f}")
+    for name in ("[id] response", "answer step"):
+        v = np.asarray([r for s, r in zip(samples, results) if kind(s) == name], float)
+        if not len(v):
+            continue
+        line = (f"{name:>14}: {len(v)} samples, exact {v[:, 1].mean():.3f}, token accuracy "
+                f"{v[:, 2].sum() / max(v[:, 3].sum(), 1):.3f}")
+        if name == "[id] response" and chosen is not None:
+            line += (f", choose {np.mean(chosen):.3f} (chance "
+                     f"{np.mean([1 / len(s.documents) for s in ids]):.3f})")
+        print(line + f", routed {v[:, 4].mean():.3f}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,36 @@
+"""The demo model's recipes (configs/train_demo*.py) load, and the samples they generate fit
+their own length buckets, routing rows and the bundled model's vocabulary: the check the trainer
+runs before compiling, on a few of each recipe's questions (a bucket too small for an answer
+step failed a run minutes in, after generating every sample)."""
+
+import pytest
+
+import msa_jax
+from msa_jax.cli.commands.train import optim_config, training_samples
+from msa_jax.training import pipeline
+from msa_jax.utils import load_python_file
+from tests.conftest import REPO
+
+RECIPES = ("train_demo_router.py", "train_demo.py", "train_demo_read.py")
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return msa_jax.from_pretrained(f"{REPO}/models/msa-tiny-demo")
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_samples_fit_its_buckets(bundled, name):
+    config = load_python_file(f"{REPO}/configs/{name}").get_config()
+    d = config.data
+    d.num_queries = 24
+    ocfg = optim_config(config)
+    pcfg = pipeline.PipelineConfig(batch_size=d.batch_size, length_buckets=d.length_buckets,
+                                   doc_buckets=d.doc_buckets, routing_rows=ocfg.batch_negatives,
+                                   max_segment=ocfg.max_segment, max_active=ocfg.max_active)
+    samples = training_samples(d)
+    kinds = {s.id.rsplit(".", 1)[1] == "answer" for s in samples}
+    assert kinds == ({False, True} if d.with_answer else {False}), name
+    batches = pipeline.StepBatches(samples, bundled.tokenizer, bundled.cfg, pcfg)
+    assert len(batches.sizes) == len(samples)
+    assert batches.sizes[:, 1].max() == d.docs_per_sample
