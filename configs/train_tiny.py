@@ -51,6 +51,7 @@ def get_config() -> config_dict.ConfigDict:
     c.data.samples = ""  # a JSONL file of samples (docs/training_data.md); "" = the synthetic task
     c.data.num_queries = 512  # training questions (each over docs_per_sample documents)
     c.data.hops = 1
+    c.data.kinds = ("retrieve", "answer")  # which steps of each chain to train on
     c.data.docs_per_sample = 4
     c.data.hard_negatives = 0
     c.data.batch_size = 8  # global batch

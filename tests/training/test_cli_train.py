@@ -23,6 +23,8 @@ from msa_jax.cli.main import main
     ("--config.train.keep=0", 1, "train.keep must be >= 1"),
     ("--config.train.log_every=0", 1, "log_every must be >= 1"),
     ("--config.model.aux_loss_method=HINGE", 1, "aux_loss_method 'HINGE'"),
+    ("--config.data.kinds=('reply',)", 2, "expected a non-empty subset of ('retrieve', 'answer')"),
+    ("--config.data.kinds=('answer',)", 2, "keeps none of the samples (answer steps need"),
 ])
 def test_bad_settings_are_named(tmp_path, capsys, override, code, named):
     rc = main(["msa-jax", "train", "--config=configs/train_tiny.py", f"--workdir={tmp_path}",

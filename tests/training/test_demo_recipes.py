@@ -34,3 +34,13 @@ def test_recipe_samples_fit_its_buckets(bundled, name):
     batches = pipeline.StepBatches(samples, bundled.tokenizer, bundled.cfg, pcfg)
     assert len(batches.sizes) == len(samples)
     assert batches.sizes[:, 1].max() == d.docs_per_sample
+
+
+def test_kinds_keeps_the_named_steps():
+    d = load_python_file(f"{REPO}/configs/train_demo.py").get_config().data
+    d.num_queries = 4
+    every = training_samples(d)
+    d.kinds = ("answer",)
+    answers = training_samples(d)
+    assert [s.id for s in answers] == [s.id for s in every if s.answer is not None]
+    assert len(answers) == 8 and len(every) == 4 * 2 + 4 * 3  # per chain: hops + 1 steps

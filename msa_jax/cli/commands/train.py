@@ -134,19 +134,31 @@ def model_and_tokenizer(config, init_from: str | None):
 
 
 def training_samples(d):
-    """The recipe's training samples: the JSONL file `data.samples`, else the synthetic task."""
+    """The recipe's training samples: the JSONL file `data.samples`, else the synthetic task;
+    of them, the steps `data.kinds` names ("retrieve": `[id]` responses, "answer": answer
+    steps; default both)."""
     from msa_jax.training import samples, tasks
 
+    kinds = tuple(d.get("kinds", ("retrieve", "answer")))
+    if not kinds or set(kinds) - {"retrieve", "answer"}:
+        raise common.UsageError(f"--config.data.kinds={kinds}: expected a non-empty subset of "
+                                "('retrieve', 'answer')")
     if d.get("samples"):
-        return samples.load_samples(d.samples)
-    out = []
-    hops = (d.hops,) if isinstance(d.hops, int) else tuple(d.hops)
-    for i, h in enumerate(hops):  # one task per chain length, each with its own seed
-        out += tasks.make_retrieval_samples(d.num_queries, hops=h,
-                                            docs_per_sample=d.docs_per_sample,
-                                            hard_negatives=d.hard_negatives, seed=d.seed + i,
-                                            with_answer=d.get("with_answer", False),
-                                            id_digits=d.get("id_digits", 0))
+        out = samples.load_samples(d.samples)
+    else:
+        out = []
+        hops = (d.hops,) if isinstance(d.hops, int) else tuple(d.hops)
+        for i, h in enumerate(hops):  # one task per chain length, each with its own seed
+            out += tasks.make_retrieval_samples(d.num_queries, hops=h,
+                                                docs_per_sample=d.docs_per_sample,
+                                                hard_negatives=d.hard_negatives, seed=d.seed + i,
+                                                with_answer=d.get("with_answer", False),
+                                                id_digits=d.get("id_digits", 0))
+    out = [s for s in out if ("answer" if s.answer is not None else "retrieve") in kinds]
+    if not out:
+        raise common.UsageError(f"--config.data.kinds={kinds} keeps none of the "
+                                f"{'samples of ' + d.samples if d.get('samples') else 'samples'}"
+                                " (answer steps need data.with_answer or samples with answers)")
     return out
 
 
