@@ -33,6 +33,6 @@ def get_config():
     d.doc_buckets = (1,)
     c.optim.main = base._phase(steps=1200, lr=2e-3, warmup_steps=20, decay="constant",
                                end_lr=2e-3, lm_weight=1.0, aux_weight=0.1)
-    c.eval.every = 0  # the routing evaluation needs top-k > 1 to mean anything here
+    c.eval.every = 400  # held-out recall among 2,000 documents: what the stage costs the router
     c.train.checkpoint_every = 200
     return c
