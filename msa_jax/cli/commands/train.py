@@ -156,9 +156,9 @@ def training_samples(d):
                                                 id_digits=d.get("id_digits", 0))
     out = [s for s in out if ("answer" if s.answer is not None else "retrieve") in kinds]
     if not out:
-        raise common.UsageError(f"--config.data.kinds={kinds} keeps none of the "
-                                f"{'samples of ' + d.samples if d.get('samples') else 'samples'}"
-                                " (answer steps need data.with_answer or samples with answers)")
+        source = f"samples of {d.samples}" if d.get("samples") else "samples"
+        raise common.UsageError(f"--config.data.kinds={kinds} keeps none of the {source} "
+                                "(answer steps need data.with_answer or samples with answers)")
     return out
 
 
