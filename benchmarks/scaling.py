@@ -9,7 +9,9 @@ docstrings, msa_jax.data.haystack) and memory size, the evaluation set's needles
 (msa_jax.eval.evalset, versioned; held-out persons) sit among distractors of that many tokens
 (the needles unchanged, the distractors of a smaller size a prefix of a larger one's). Per size:
 encode time, bank bytes per tier, and per method, on the same questions:
-- msa: Memory Interleave (generative retrieval: the model names ids, the system injects them);
+- msa: Memory Interleave (generative retrieval: the model names ids, the system injects them),
+  each round's id constrained to the documents that round routed (`ask(constrain_ids=True)`);
+- msa-free: the same with ids decoded freely (the reference's decoding);
 - msa-no-interleave: one routed pass, then the answer;
 - bm25: BM25 retrieve-then-read (bm25s; top-k documents' text in the same model's context);
 - dense: every memory document's text in the context (full causal attention over the memory),
@@ -69,12 +71,12 @@ def summarize(rows: list[dict]) -> dict:
     return out
 
 
-def run_msa(model, bank, items, interleave: bool, k: int) -> list[dict]:
+def run_msa(model, bank, items, interleave: bool, k: int, constrain: bool = False) -> list[dict]:
     rows = []
     for it in items:
         t = time.perf_counter()
         answer = model.ask(it.question, bank, interleave=interleave, max_rounds=3,
-                           max_new_tokens=16, answer_tokens=16)
+                           max_new_tokens=16, answer_tokens=16, constrain_ids=constrain)
         dt = time.perf_counter() - t
         s = score.score_answer(it, answer, ks=(1, k))
         if not interleave:
@@ -116,7 +118,8 @@ def one_size(model, dense_model, items, needles, kind: str, size: int, args) -> 
               "methods": {}}
     print(f"\n== {kind} {bank.num_tokens:,} tokens, {len(docs):,} documents: encoded in "
           f"{encode_s:.1f} s ({bank.num_tokens / encode_s:,.0f} tokens/s)", flush=True)
-    methods = {"msa": lambda: run_msa(model, bank, items, True, k),
+    methods = {"msa": lambda: run_msa(model, bank, items, True, k, constrain=True),
+               "msa-free": lambda: run_msa(model, bank, items, True, k),
                "msa-no-interleave": lambda: run_msa(model, bank, items, False, k)}
     if "bm25" in args.methods:
         t = time.perf_counter()
@@ -158,7 +161,7 @@ def plot(results: list[dict], path: str):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for kind in sorted({r["haystack"] for r in results}):
         rs = [r for r in results if r["haystack"] == kind]
-        for name in ("msa", "msa-no-interleave", "bm25", "dense"):
+        for name in ("msa", "msa-free", "msa-no-interleave", "bm25", "dense"):
             pts = [(r["memory_tokens"], r["methods"][name]["summary"]["all"]["answer_match"])
                    for r in rs if name in r["methods"]]
             if pts:
@@ -179,7 +182,7 @@ def main(argv=None):
     p.add_argument("--model", default=bundled_model_path())
     p.add_argument("--sizes", default="16K,128K,1M")
     p.add_argument("--haystacks", default="synthetic")
-    p.add_argument("--methods", default="msa,msa-no-interleave,bm25,dense,no-memory")
+    p.add_argument("--methods", default="msa,msa-free,msa-no-interleave,bm25,dense,no-memory")
     p.add_argument("--questions", type=int, default=60, help="first N of the evaluation set "
                    "(40 single-hop, then 20 two-hop: a prefix keeps both kinds when N > 40)")
     p.add_argument("--dense_max", type=tokens, default=tokens("16K"))

@@ -35,6 +35,9 @@ def get_config() -> config_dict.ConfigDict:
     c.ask = config_dict.ConfigDict()
     c.ask.questions = ()  # questions of your own, e.g. --config.ask.questions="('Hi?',)"
     c.ask.interleave = True  # Memory Interleave: retrieve by id, re-inject the text, answer
+    # a round names only a document it routed (or ends retrieval): decoding masked to those
+    # responses (msa_jax/inference/constrain.py); False = free decoding, as the reference
+    c.ask.constrain_ids = True
     c.ask.max_rounds = 3  # Memory Interleave rounds at most
     c.ask.max_new_tokens = 16  # tokens per Memory Interleave round
     c.ask.answer_tokens = 16  # tokens of the answer

@@ -38,6 +38,7 @@ def get_config() -> config_dict.ConfigDict:
 
     c.ask = config_dict.ConfigDict()
     c.ask.interleave = True  # Memory Interleave: retrieve by document id, re-route, then answer
+    c.ask.constrain_ids = False  # True: a round names only a document it routed (or ends retrieval)
     c.ask.max_rounds = 4  # Memory Interleave rounds at most
     c.ask.max_new_tokens = 64  # tokens per retrieval round
     c.ask.answer_tokens = 256  # tokens of the answer

@@ -35,6 +35,7 @@ def get_config() -> config_dict.ConfigDict:
 
     c.ask = config_dict.ConfigDict()
     c.ask.interleave = True  # Memory Interleave rounds before the answer
+    c.ask.constrain_ids = False  # True: a round names only a document it routed (or ends retrieval)
     c.ask.max_rounds = 2
     c.ask.max_new_tokens = 16  # tokens per retrieval round
     c.ask.answer_tokens = 16  # tokens of the answer

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Collection, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from msa_jax.atomic import claim
 from msa_jax.config import MSAConfig, ModelConfig
@@ -26,7 +27,9 @@ from msa_jax.data.template import chat_prefix
 from msa_jax.data.tokenizer import check_positions, check_token_ids, load_tokenizer
 from msa_jax.errors import InputError
 from msa_jax.inference.generate import bucket, generate as generate_tokens
-from msa_jax.inference.interleave import Answer, PromptTemplate, memory_interleave, question_row
+from msa_jax.inference.constrain import next_state_table
+from msa_jax.inference.interleave import (DOC_ID, Answer, PromptTemplate, memory_interleave,
+                                        question_row)
 from msa_jax.inference.memory_generate import (LayerChoice, QueryRow, append_block,
                                                generate_from_memory)
 from msa_jax.inference.generate import sample_tokens
@@ -247,11 +250,15 @@ class MSAModel:
 
     def ask(self, question: str, bank: MemoryBank, interleave: bool = True, max_rounds: int = 4,
             max_new_tokens: int = 64, answer_tokens: int = 128, temperature: float = 0.0,
-            top_p: float = 1.0, seed: int = 0, placement=None) -> Answer:
+            top_p: float = 1.0, seed: int = 0, placement=None,
+            constrain_ids: bool = False) -> Answer:
         """Answer a question from the memory. With `interleave`, Memory Interleave rounds
         retrieve documents by id and re-inject their text before answering; without, one
         routed prefill and the answer. `Answer.rounds[i].routing` lists, per router layer, the
-        documents chosen and their scores."""
+        documents chosen and their scores. With `constrain_ids`, a round may only write
+        "[id]" + the round end for one document that round routed (and not injected before),
+        or end retrieval: decoding is masked to those responses (constrain.py); the
+        reference decodes freely, the default."""
         self.require_msa("answer from a memory bank")
         if not question.strip():
             raise InputError("the question is empty")
@@ -274,7 +281,8 @@ class MSAModel:
         budget = bucket(max(max_new_tokens, answer_tokens), 8)  # one decode loop for all rounds
         session = _InterleaveSession(self, bank, sampling, placement, budget,
                                      reserve=bucket(len(intro), 8) + budget,
-                                     after=max_new_tokens + len(intro) + answer_tokens)
+                                     after=max_new_tokens + len(intro) + answer_tokens,
+                                     constrain_ids=constrain_ids)
         with use_mesh(_mesh_of(placement)):  # the model's activation constraints bind to it
             return memory_interleave(session, _KnownIds(self), question, texts, self.template,
                                      max_rounds, max_new_tokens, answer_tokens)
@@ -331,14 +339,28 @@ class _InterleaveSession:
     """RoundModel over an MSAModel and a bank; keeps the last round's cache for the answer."""
 
     def __init__(self, model: MSAModel, bank: MemoryBank, sampling: Sampling, placement,
-                 budget: int, reserve: int, after: int):
+                 budget: int, reserve: int, after: int, constrain_ids: bool = False):
         self.model, self.bank, self.sampling, self.placement = model, bank, sampling, placement
+        self.constrain_ids = constrain_ids
         self.budget, self.reserve = budget, reserve  # decode-loop size; room for the answer
         self.after = after  # positions a round's row is followed by: generation, intro, answer
         self.last = None  # (cache, next positions)
         self.round = 0
 
-    def retrieve_round(self, row: QueryRow, max_new_tokens: int, stop_ids: Sequence[int]):
+    def _routed_responses(self, pre, injected: Collection[str]) -> np.ndarray:
+        """Next-state table of what a constrained round may write: "[id]" + the round end for
+        each document the round routed (any router layer) and not injected before, or the end
+        of retrieval."""
+        m, tpl = self.model, self.model.template
+        routed = dict.fromkeys(self.bank.doc_ids[s] for c in pre.choices[0] for s in c.docs)
+        fresh = [d for d in routed if d not in injected and DOC_ID.fullmatch(f"[{d}]")]
+        responses = [tpl.retrieval_response((d,)) for d in fresh]
+        responses.append(tpl.retrieval_response((), last=True))
+        return next_state_table([m._encode_text(r, True, "a constrained response")
+                                 for r in responses], m.cfg.vocab_size)
+
+    def retrieve_round(self, row: QueryRow, max_new_tokens: int, stop_ids: Sequence[int],
+                       injected: Collection[str] = ()):
         m = self.model
         self.round += 1
         m._check_query_positions(len(row.tokens) + self.after,
@@ -348,7 +370,8 @@ class _InterleaveSession:
         new, pre = generate_from_memory(
             m.cfg, m.params, view, jnp.asarray(self.bank.prefix_k),
             jnp.asarray(self.bank.prefix_v), [row], max_new_tokens, self.sampling, stop_ids,
-            select, fetch, self.budget, self.reserve)
+            select, fetch, self.budget, self.reserve,
+            (lambda pre: self._routed_responses(pre, injected)) if self.constrain_ids else None)
         self.last = (pre.cache, pre.positions + len(new[0]))
         return new[0], m._choices(self.bank, pre.choices[0])
 

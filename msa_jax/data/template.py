@@ -49,6 +49,12 @@ class PromptTemplate:
     def format_document(self, doc_id: str, text: str) -> str:
         return self.document.format(id=doc_id, text=text)
 
+    def retrieval_response(self, doc_ids, last: bool = False) -> str:
+        """The generative-retrieval response: "[4][9]" then the round end, or `end_of_retrieve`
+        when `last` (the model is done retrieving: the answer follows)."""
+        return "".join(f"[{i}]" for i in doc_ids) + (self.end_of_retrieve if last
+                                                     else self.round_end)
+
 
 class _Encoder(Protocol):
     def encode(self, text: str, allow_special: bool = False) -> list[int]: ...

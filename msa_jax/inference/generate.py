@@ -68,35 +68,41 @@ def prefill(cfg: ModelConfig, params, cache: KVCache, tokens: Array, mask: Array
 @functools.partial(jax.jit, static_argnames=("cfg", "budget"), donate_argnames=("cache",))
 def decode_loop(cfg: ModelConfig, params, cache: KVCache, logits: Array, positions: Array,
                 max_new: Array, temperature: Array, top_p: Array, rng: Array, eos_ids: Array,
-                pad_id: Array, budget: int):
+                pad_id: Array, budget: int, table: Array | None = None):
     """Sample up to `max_new` (<= budget) tokens per row; stop a row at an EOS id.
 
     logits [B, V] are the next-token logits after the prompt; positions [B] the next positions.
+    `table` [S, V] (msa_jax.inference.constrain), if given, allows only the tokens of its trie.
     Returns (tokens [B, budget] (pad after the end), lengths [B], cache).
     """
     b = logits.shape[0]
     ones = jnp.ones((b, 1), jnp.int32)
 
     def body(state):
-        step, cache, logits, pos, rng, out, done = state
+        step, cache, logits, pos, rng, out, done, trie = state
         rng, sub = jax.random.split(rng)
+        if table is not None:
+            logits = jnp.where(table[trie] >= 0, logits, -jnp.inf)
         tok = next_token(logits, sub, temperature, top_p)  # [B]
+        if table is not None:
+            trie = table[trie, tok]  # [B] next trie states
         tok = jnp.where(done, pad_id, tok)
         out = out.at[:, step].set(tok)
         done = done | jnp.isin(tok, eos_ids)
         k_time, q_time = step_times(cache.index, ones)
         h, cache, _ = forward_step(cfg, params, cache, tok[:, None], pos[:, None], k_time, q_time)
         logits = logits_of(cfg, params, h)[:, 0]
-        return step + 1, cache, logits, pos + 1, rng, out, done
+        return step + 1, cache, logits, pos + 1, rng, out, done, trie
 
     def cond(state):
-        step, done = state[0], state[-1]
+        step, done = state[0], state[6]
         return (step < max_new) & ~jnp.all(done)
 
     out = jnp.full((b, budget), pad_id, jnp.int32)
     done = jnp.zeros((b,), bool)
-    init = (jnp.zeros((), jnp.int32), cache, logits, positions, rng, out, done)
-    step, cache, _, _, _, out, _ = jax.lax.while_loop(cond, body, init)
+    trie = jnp.zeros((b,), jnp.int32)  # constrain.ROOT
+    init = (jnp.zeros((), jnp.int32), cache, logits, positions, rng, out, done, trie)
+    step, cache, _, _, _, out, _, _ = jax.lax.while_loop(cond, body, init)
     is_eos = jnp.isin(out, eos_ids)
     first_eos = jnp.where(is_eos.any(1), jnp.argmax(is_eos, axis=1) + 1, step)
     return out, jnp.minimum(first_eos, step), cache
@@ -104,9 +110,14 @@ def decode_loop(cfg: ModelConfig, params, cache: KVCache, logits: Array, positio
 
 def sample_tokens(cfg: ModelConfig, params, cache: KVCache, logits: Array, positions: Array,
                   max_new_tokens: int, sampling: Sampling, eos_ids: Sequence[int],
-                  pad_id: int, budget: int | None = None) -> tuple[list[list[int]], KVCache]:
+                  pad_id: int, budget: int | None = None,
+                  table: np.ndarray | None = None) -> tuple[list[list[int]], KVCache]:
     """Run the decode loop from prefill outputs; returns the new tokens per row (EOS included).
-    `budget` (static; default: max_new_tokens bucketed) sizes the compiled loop's buffers."""
+    `budget` (static; default: max_new_tokens bucketed) sizes the compiled loop's buffers;
+    `table` (constrain.next_state_table) restricts every row to the sequences of its trie."""
+    if table is not None and table.shape[1] != logits.shape[-1]:
+        raise ValueError(f"constraint table of {table.shape[1]} tokens for a vocabulary of "
+                         f"{logits.shape[-1]}")
     budget = budget or bucket(max_new_tokens, 8)
     if budget < max_new_tokens:
         raise ValueError(f"budget {budget} < max_new_tokens {max_new_tokens}")
@@ -117,7 +128,8 @@ def sample_tokens(cfg: ModelConfig, params, cache: KVCache, logits: Array, posit
     out, lengths, cache = decode_loop(
         cfg, params, cache, logits, positions, jnp.int32(max_new_tokens),
         jnp.float32(sampling.temperature), jnp.float32(sampling.top_p),
-        jax.random.key(sampling.seed), eos, jnp.int32(pad_id), budget=budget)
+        jax.random.key(sampling.seed), eos, jnp.int32(pad_id), budget=budget,
+        table=None if table is None else jnp.asarray(table, jnp.int32))
     out, lengths = np.asarray(out), np.asarray(lengths)
     return [out[i, :lengths[i]].tolist() for i in range(out.shape[0])], cache
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Mapping, Protocol, Sequence
+from typing import Collection, Mapping, Protocol, Sequence
 
 from msa_jax.data.template import PromptTemplate
 from msa_jax.errors import InputError
@@ -28,9 +28,11 @@ class Tokenizer(Protocol):
 
 
 class RoundModel(Protocol):
-    def retrieve_round(self, row: QueryRow, max_new_tokens: int,
-                       stop_ids: Sequence[int]) -> tuple[list[int], list[LayerChoice]]:
-        """Stage-2 prefill of `row` (routing anew) and decode; returns (new tokens, choices)."""
+    def retrieve_round(self, row: QueryRow, max_new_tokens: int, stop_ids: Sequence[int],
+                       injected: Collection[str] = ()) -> tuple[list[int], list[LayerChoice]]:
+        """Stage-2 prefill of `row` (routing anew) and decode; returns (new tokens, choices).
+        `injected`: the ids injected in earlier rounds (a model that constrains its response
+        to the routed documents does not offer them again)."""
 
     def continue_round(self, block: Sequence[int], max_new_tokens: int,
                        stop_ids: Sequence[int]) -> list[int]:
@@ -111,7 +113,7 @@ def memory_interleave(model: RoundModel, tok: Tokenizer, question: str,
     injected_before: set[str] = set()
     for _ in range(max_rounds):
         row = question_row(tok, tpl, question, history)
-        new, routing = model.retrieve_round(row, max_new_tokens, stops)
+        new, routing = model.retrieve_round(row, max_new_tokens, stops, injected_before)
         text = tok.decode(new)
         requested = requested_ids(text, tpl)
         fresh = [d for d in dict.fromkeys(requested) if d in documents and d not in injected_before]

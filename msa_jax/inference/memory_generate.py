@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -173,14 +173,18 @@ def generate_from_memory(cfg: ModelConfig, params, memory: MemoryView, prefix_k,
                          rows: Sequence[QueryRow], max_new_tokens: int,
                          sampling: Sampling = Sampling(), stop_ids: Sequence[int] = (),
                          select: SelectFn | None = None, fetch: FetchFn | None = None,
-                         budget: int | None = None, reserve: int = 0):
+                         budget: int | None = None, reserve: int = 0,
+                         constraint: Callable[[PrefillResult], np.ndarray | None] | None = None):
     """Prefill `rows` against the memory and decode. Returns (new tokens per row, PrefillResult
     whose cache holds the decoded tokens too). `budget` sizes the decode loop (default: the
-    bucketed max_new_tokens); `reserve` leaves that many more cache slots (for later blocks)."""
+    bucketed max_new_tokens); `reserve` leaves that many more cache slots (for later blocks);
+    `constraint` maps the prefill (its routing choices) to a next-state table
+    (msa_jax.inference.constrain) that restricts the decoded tokens, or None."""
     budget = budget or bucket(max_new_tokens, 8)
     pre = prefill_rows(cfg, params, memory, prefix_k, prefix_v, rows, budget + reserve, select,
                        fetch)
+    table = constraint(pre) if constraint is not None else None
     new, cache = sample_tokens(cfg, params, pre.cache, pre.logits, pre.positions, max_new_tokens,
-                               sampling, stop_ids, cfg.pad_token_id or 0, budget)
+                               sampling, stop_ids, cfg.pad_token_id or 0, budget, table)
     pre.cache = cache
     return new, pre

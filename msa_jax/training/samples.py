@@ -99,9 +99,8 @@ class Sample:
 def retrieval_target(relevant_ids: Sequence[str], tpl: PromptTemplate = PromptTemplate(),
                      last: bool = False) -> str:
     """The generative-retrieval response: "[4][9]" then the round end (`<|object_ref_end|>`),
-    or `<End-of-Retrieve>` when `last` (the model is done retrieving: the answer follows)."""
-    return "".join(f"[{i}]" for i in relevant_ids) + (tpl.end_of_retrieve if last
-                                                      else tpl.round_end)
+    or `<End-of-Retrieve>` when `last` (PromptTemplate.retrieval_response)."""
+    return tpl.retrieval_response(relevant_ids, last)
 
 
 def sample_to_record(sample: Sample) -> dict[str, Any]:

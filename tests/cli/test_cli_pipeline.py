@@ -127,3 +127,18 @@ def test_ask_one_question_with_interleave(cli, demo):
                  "--max_rounds=2", "--max_new_tokens=16", "--answer_tokens=16"))
     assert "with Memory Interleave" in out and "round 1:" in out and "answer:" in out
     assert "top-4 per router layer" in out
+
+
+def test_ask_with_ids_constrained_to_the_routed_documents(cli, demo, tmp_path):
+    out = ok(cli("ask", f"--model={demo['msa-random']}", f"--bank={demo['bank']}",
+                 "--question=What is the red boat of Hana I. Adler?", "--dtype=float32",
+                 "--max_rounds=2", "--max_new_tokens=16", "--answer_tokens=8", "--constrain_ids",
+                 f"--json_out={tmp_path / 'c.json'}"))
+    assert "round 1:" in out
+    rounds = json.loads((tmp_path / "c.json").read_text())["questions"][0]["rounds"]
+    injected = set()
+    for r in rounds:  # each round wrote one routed, new document's id, or ended retrieval
+        routed = {d for layer in r["routing"] for d in layer["documents"]} - injected
+        assert r["generated"] in {f"[{d}]<|object_ref_end|>" for d in routed} | {
+            "<End-of-Retrieve>"}, r
+        injected.update(r["injected_ids"])

@@ -16,10 +16,11 @@ class Scripted:
 
     def __init__(self, rounds, answer):
         self.rounds, self.answer = list(rounds), answer
-        self.rows, self.blocks = [], []
+        self.rows, self.blocks, self.injected = [], [], []
 
-    def retrieve_round(self, row, max_new_tokens, stop_ids):
+    def retrieve_round(self, row, max_new_tokens, stop_ids, injected=()):
         self.rows.append(row)
+        self.injected.append(set(injected))
         text = self.rounds.pop(0)
         return TOK.encode(text, allow_special=True), [LayerChoice(2, [0], [1.0])]
 
@@ -40,6 +41,7 @@ def test_two_hops_then_answer():
     assert ans.text == "France"
     assert [r.injected_ids for r in ans.rounds] == [["1"], ["4"], []]
     assert len(fake.rows) == 3
+    assert fake.injected == [set(), {"1"}, {"1", "4"}]  # what a constrained round leaves out
     # round 2 routes with the question plus the text injected after round 1, not older text
     assert routed_text(fake.rows[1]) == q + "[1]. Alice was born in Paris.\n<|object_ref_end|>"
     assert routed_text(fake.rows[2]) == q + "[4]. Paris is in France.\n<|object_ref_end|>"

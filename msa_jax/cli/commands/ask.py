@@ -4,6 +4,7 @@ One question with --question, or a query file with --queries (.json list or .jso
 "reference_list", "answer"} records, the reference's format). With Memory Interleave (the
 default) the model names document ids, their text is injected and the question re-routed, for up
 to --max_rounds rounds, then it answers; with --nointerleave it answers after one routed pass.
+With --constrain_ids a round may only name a document it routed (or end retrieval).
 For every round the top-k documents of every router layer are printed with their scores, reference
 documents marked *. When the queries carry reference_list, routing recall@k is printed: the
 share of reference documents among those routed for the question; reference ids the bank does not
@@ -23,8 +24,8 @@ from msa_jax.errors import InputError
 NAME = "ask"
 SUMMARY = "answer questions from a memory bank, printing routed documents per router layer"
 USAGE = ("--model=DIR --bank=BANK_DIR (--question=TEXT | --queries=FILE) [--nointerleave] "
-         "[--max_rounds=4] [--max_new_tokens=64] [--answer_tokens=128] [--top_k=N] "
-         "[--json_out=FILE] [--config=FILE]")
+         "[--constrain_ids] [--max_rounds=4] [--max_new_tokens=64] [--answer_tokens=128] "
+         "[--top_k=N] [--json_out=FILE] [--config=FILE]")
 
 
 def define_flags(fv: flags.FlagValues, argv):
@@ -38,6 +39,10 @@ def define_flags(fv: flags.FlagValues, argv):
     flags.mark_flags_as_mutual_exclusive(["question", "queries"], required=True, flag_values=fv)
     flags.DEFINE_boolean("interleave", True, "Use Memory Interleave (--nointerleave: one routed "
                          "pass, then the answer).", flag_values=fv)
+    flags.DEFINE_boolean("constrain_ids", False, "Let each Memory Interleave round name only "
+                         "a document that round routed (or end retrieval): decoding masked to "
+                         "those responses. Default: free decoding, as the reference.",
+                         flag_values=fv)
     common.define_bounded(fv, "max_rounds", 4, "Memory Interleave rounds at most.")
     common.define_sampling_flags(fv, max_new_tokens=64)
     fv["max_new_tokens"].help = "Tokens generated per Memory Interleave round at most."
@@ -83,6 +88,7 @@ def execute(fv: flags.FlagValues, config):
     interleave = common.setting(fv, "interleave", config, "ask.interleave")
     kwargs = dict(
         interleave=interleave,
+        constrain_ids=common.setting(fv, "constrain_ids", config, "ask.constrain_ids"),
         max_rounds=common.setting(fv, "max_rounds", config, "ask.max_rounds"),
         max_new_tokens=common.setting(fv, "max_new_tokens", config, "ask.max_new_tokens"),
         answer_tokens=common.setting(fv, "answer_tokens", config, "ask.answer_tokens"),

@@ -82,7 +82,8 @@ def _ask_all(c, model, bank, questions) -> list[dict]:
             if reference else ""), flush=True)
         with common.Timer() as t:
             answer = model.ask(q.question, bank, interleave=a.interleave, max_rounds=a.max_rounds,
-                               max_new_tokens=a.max_new_tokens, answer_tokens=a.answer_tokens)
+                               max_new_tokens=a.max_new_tokens, answer_tokens=a.answer_tokens,
+                               constrain_ids=a.constrain_ids)
         for line in report.answer_lines(answer, reference, indent="    "):
             print(line)
         record = dict(report.answer_record(q.question, answer, reference, q.id, t.seconds),
@@ -156,9 +157,11 @@ def execute(fv: flags.FlagValues, config):
               f"({bank.num_tokens / max(t.seconds, 1e-9):,.0f} tokens/s, JIT included)")
         for line in report.bank_lines(bank):
             print("  " + line)
-        mode = "with" if c.ask.interleave else "without"
-        print(f"\n[3/4] {len(questions)} questions, {mode} Memory Interleave; routed documents "
-              "per round and router layer, best first, * = a relevant document", flush=True)
+        mode = "without Memory Interleave" if not c.ask.interleave else (
+            "with Memory Interleave, ids constrained to the routed documents"
+            if c.ask.constrain_ids else "with Memory Interleave, ids decoded freely")
+        print(f"\n[3/4] {len(questions)} questions, {mode}; routed documents per round and "
+              "router layer, best first, * = a relevant document", flush=True)
         records = _ask_all(c, model, bank, questions)
         print("\n[4/4] accuracy")
         for line in _summary(records):
