@@ -30,6 +30,7 @@ import numpy as np
 from kernels_pallas.common import geometric_size  # at most 12.5 % padding
 from msa_jax.errors import BankError
 from msa_jax.memory.columns import TextColumn, TokenColumn
+from msa_jax.memory.host_arrays import aligned_empty, release_pages
 from msa_jax.memory.quantize import quantize_int8
 from msa_jax.model.query import MemoryView
 
@@ -300,7 +301,10 @@ class MemoryBank(DocumentSlots):
 
     # -- device view -----------------------------------------------------------------------------
     def view(self, put=None) -> MemoryView:
-        """The arrays stage 2 reads, padded to power-of-two capacities, on device.
+        """The arrays stage 2 reads, padded to power-of-two capacities, on device. On the CPU
+        backend the padded tiers are the device arrays (aligned host arrays that device_put
+        aliases), and a loaded bank's mapped tier pages are released once copied, so the view
+        costs about one copy of the tiers in RAM (msa_jax.memory.host_arrays).
 
         `put(name, array)` places each array (default: `jax.device_put` on the default device);
         memory-parallel placement (msa_jax.memory.parallel) passes its own.
@@ -311,15 +315,18 @@ class MemoryBank(DocumentSlots):
         put = put or (lambda name, x: jax.device_put(x))
         c_cap = geometric_size(self._num_chunks, 1024)
         m_cap = geometric_size(self.num_slots, 64)
-        tiers = {}
+        tiers, n = {}, self._num_chunks
         for name in self.spec.arrays:  # one array per router layer: no slicing [R, C, ...] in jit
             per_layer = []
+            dtype, shape = self.spec.row_format(name)
             for r in range(self.spec.num_router_layers):
-                dtype, shape = self.spec.row_format(name)
-                arr = np.zeros((c_cap,) + shape[1:], dtype)  # [C, K, H], or scales [C, K]
-                arr[:self._num_chunks] = self.rows(name)[:, r]
+                # [C, K, H], or scales [C, K]; aligned, so that a CPU device_put aliases it
+                arr = aligned_empty((c_cap,) + shape[1:], dtype)
+                arr[:n] = self.rows(name)[:, r]
+                arr[n:] = 0
                 per_layer.append(put(name, arr))
             tiers[name] = tuple(per_layer)
+            release_pages(self.rows(name))  # a mapped file's pages: copied, now reclaimable
         chunk_doc = np.full(c_cap, -1, np.int32)
         chunk_doc[:self._num_chunks] = self.chunk_doc
         offset = np.zeros(m_cap, np.int32)
