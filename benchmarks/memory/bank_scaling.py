@@ -1,0 +1,213 @@
+"""The memory bank from 16K to 100M tokens on this machine (issue 11): build + save, bytes on
+disk, load, the device view, and questions, each size in fresh processes so that the RSS figures
+are that size's own.
+
+    python benchmarks/memory/bank_scaling.py                       # 16K, 1M, 10M
+    python benchmarks/memory/bank_scaling.py --sizes=16K,1M,10M,100M --out=outputs/bank
+
+A random `tiny-msa` model (vocabulary 32768, float32 tiers: 96 B per memory token; speed and
+memory do not depend on the weights). Banks up to --encode_max tokens are encoded for real
+(stage 1 on documents of 200-500 tokens); larger ones get random pooled chunks of the same
+shapes through the same `MemoryBank.append` (encoding throughput is measured on the encoded
+sizes and by benchmarks/memory_latency.py). Per size:
+- build: seconds and peak RSS of build + `save_bank` (one process);
+- disk: bytes of each tier file; tier bytes in theory (`MemoryBank.tier_bytes`);
+- load: seconds of `load_bank` (checksums on, checked per segment on first read) in a fresh
+  process; then `view()` (seconds, RSS after), then `--questions` questions of a 72-token
+  routing query (`ask_tokens`, 32 new tokens): median latency, RSS after them, and the peak.
+Targets (issue 11): peak RSS of build + save <= tier bytes + 2 GiB; load <= 5 s at 100M; RSS
+after 10 questions <= 1.2 x tier bytes + 2 GiB; latency at 10M within 2x of 16K. Nothing here is
+a test: it prints what it measured, and which resource stopped a size that did not finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, REPO)
+
+UNITS = {"K": 2 ** 10, "M": 2 ** 20}
+
+
+def tokens(text: str) -> int:
+    t = text.strip().upper()
+    return int(float(t[:-1]) * UNITS[t[-1]]) if t[-1] in UNITS else int(float(t))
+
+
+def rss_gib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 2 ** 20
+    return float("nan")
+
+
+def peak_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+
+
+def _model():
+    import msa_jax
+
+    return msa_jax.MSAModel.random(msa_jax.preset("tiny-msa"), 0)
+
+
+def _random_rows(model, bank, n_tokens: int, seed: int, step_docs: int = 4096):
+    """Append documents of 200-500 tokens holding random pooled chunks, `n_tokens` in all."""
+    import numpy as np
+
+    rs = np.random.default_rng(seed)
+    p, done, first = model.cfg.msa.pooling_size, 0, 0
+    while done < n_tokens:
+        lens = rs.integers(200, 501, step_docs)
+        lens = lens[np.cumsum(lens) <= n_tokens - done] if lens.sum() > n_tokens - done else lens
+        if lens.size == 0:
+            lens = np.array([n_tokens - done])
+        chunks = -(-lens // p)
+        shape = bank.spec.chunk_shape(int(chunks.sum()))
+        arrays = [rs.standard_normal(shape, dtype=np.float32) for _ in range(3)]
+        bank.append([f"doc{first + i}" for i in range(lens.size)],
+                    [np.full(n, 5, np.int32) for n in lens], [None] * lens.size,
+                    chunks.tolist(), *arrays)
+        done += int(lens.sum())
+        first += lens.size
+
+
+def build(size: int, path: str, encode_max: int, seed: int) -> dict:
+    """Child process: build a bank of `size` tokens and save it to `path`."""
+    from msa_jax.data.synthetic import synthetic_token_corpus
+    from msa_jax.memory.store import save_bank
+
+    model = _model()
+    t = time.perf_counter()
+    if size <= encode_max:
+        docs = synthetic_token_corpus(size, (200, 500), model.cfg.vocab_size, seed=seed)
+        bank = model.encode_memory(docs, progress=False)
+        how = "encoded"
+    else:
+        bank = model.encode_memory([[5] * 200], progress=False)  # the prefix and fingerprint
+        bank.delete([bank.doc_ids[0]])
+        _random_rows(model, bank, size, seed)
+        how = "random chunks"
+    built = time.perf_counter() - t
+    save_bank(bank, path)
+    return {"how": how, "memory_tokens": bank.num_tokens, "documents": bank.num_docs,
+            "build_s": built, "build_save_s": time.perf_counter() - t,
+            "tokens_per_s": bank.num_tokens / built,
+            "tier_bytes": dict(bank.tier_bytes()), "build_save_peak_rss_gib": peak_gib()}
+
+
+def query(path: str, questions: int) -> dict:
+    """Child process: load the bank, build its view, ask `questions` questions."""
+    from msa_jax.inference.memory_generate import CONTEXT, ROUTING, QueryRow
+    from msa_jax.memory.store import load_bank
+
+    model = _model()
+    base = rss_gib()
+    t = time.perf_counter()
+    bank = load_bank(path)
+    out = {"load_s": time.perf_counter() - t, "rss_after_load_gib": rss_gib(),
+           "rss_before_load_gib": base}
+    t = time.perf_counter()
+    bank.view()
+    out.update(view_s=time.perf_counter() - t, rss_after_view_gib=rss_gib())
+    row = QueryRow.build((list(range(100, 172)), ROUTING), (list(range(200, 216)), CONTEXT))
+    times = []
+    for _ in range(questions + 1):  # the first compiles
+        t = time.perf_counter()
+        model.ask_tokens([row], bank, max_new_tokens=32)
+        times.append(time.perf_counter() - t)
+    out.update(first_question_s=times[0], question_s=statistics.median(times[1:]),
+               rss_after_questions_gib=rss_gib(), query_peak_rss_gib=peak_gib())
+    return out
+
+
+def _child(args: list[str]) -> dict:
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *args],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        why = "killed by signal %d" % -proc.returncode if proc.returncode < 0 else \
+            f"exit {proc.returncode}"
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"error": f"{why}: {' | '.join(tail)}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _disk(path: str) -> dict:
+    return {f: os.path.getsize(os.path.join(path, f)) for f in sorted(os.listdir(path))
+            if f.endswith(".bin") and os.path.isfile(os.path.join(path, f))}
+
+
+def one_size(size: int, args) -> dict:
+    path = os.path.join(args.work, f"bank-{size}")
+    shutil.rmtree(path, ignore_errors=True)
+    row = {"target_tokens": size}
+    print(f"\n== {size:,} tokens", flush=True)
+    row.update(_child(["--child=build", f"--size={size}", f"--path={path}",
+                       f"--encode_max={args.encode_max}", f"--seed={args.seed}"]))
+    if "error" in row:
+        print(f"  build stopped: {row['error']}")
+        return row
+    tier = sum(row["tier_bytes"].values()) / 2 ** 30
+    row["disk_bytes"] = _disk(path)
+    print(f"  build ({row['how']}) + save {row['build_save_s']:.1f} s "
+          f"({row['tokens_per_s']:,.0f} tokens/s to build), peak RSS "
+          f"{row['build_save_peak_rss_gib']:.2f} GiB (target <= {tier + 2:.2f}); tiers "
+          f"{tier:.2f} GiB, on disk {sum(row['disk_bytes'].values()) / 2 ** 30:.2f} GiB",
+          flush=True)
+    q = _child(["--child=query", f"--path={path}", f"--questions={args.questions}"])
+    row["query"] = q
+    if "error" in q:
+        print(f"  query stopped: {q['error']}")
+    else:
+        print(f"  load {q['load_s']:.2f} s, view {q['view_s']:.1f} s; question "
+              f"{q['question_s'] * 1e3:.0f} ms (median of {args.questions}); RSS after the "
+              f"questions {q['rss_after_questions_gib']:.2f} GiB (target <= "
+              f"{1.2 * tier + 2:.2f}), peak {q['query_peak_rss_gib']:.2f}", flush=True)
+    if not args.keep:
+        shutil.rmtree(path, ignore_errors=True)
+    return row
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="16K,1M,10M")
+    p.add_argument("--encode_max", type=tokens, default=tokens("1M"),
+                   help="sizes up to this are encoded for real; larger get random chunks")
+    p.add_argument("--questions", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", default="outputs/bank_scaling/banks")
+    p.add_argument("--out", default="outputs/bank_scaling")
+    p.add_argument("--keep", action="store_true", help="keep the banks")
+    p.add_argument("--child", default="", help=argparse.SUPPRESS)
+    p.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--path", default="", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child == "build":
+        print(json.dumps(build(args.size, args.path, args.encode_max, args.seed)))
+        return
+    if args.child == "query":
+        print(json.dumps(query(args.path, args.questions)))
+        return
+    os.makedirs(args.work, exist_ok=True)
+    record = {"machine": f"{os.cpu_count()} CPUs", "args": vars(args), "sizes": []}
+    for size in map(tokens, args.sizes.split(",")):
+        record["sizes"].append(one_size(size, args))
+        from msa_jax.utils import atomic_write_bytes
+
+        atomic_write_bytes(os.path.join(args.out, "bank_scaling.json"),
+                           json.dumps(record, indent=1).encode())
+    print(f"\nwrote {os.path.join(args.out, 'bank_scaling.json')}")
+
+
+if __name__ == "__main__":
+    main()
