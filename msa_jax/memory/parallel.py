@@ -33,6 +33,7 @@ from msa_jax.memory import capacity
 from msa_jax.memory.bank import SCALE, MemoryBank
 from msa_jax.memory.distributed import DistributedBank
 from msa_jax.memory.encoder import DocInput, encode_documents
+from msa_jax.memory.host_arrays import release_pages
 from msa_jax.memory.host_fetch import CHUNK_ROWS, DATA, DOC_ROWS, MEMORY, HostFetch
 from msa_jax.memory.shard_plan import ShardPlan, plan_bank
 from msa_jax.model.query import MemoryView, RoutingInfo
@@ -278,8 +279,11 @@ class MemoryPlacement:
             return self._sharded((rows,) + tier.shape[1:], CHUNK_ROWS, self._kind(name),
                                  lambda i: plan.tier_slab(i, tier), plan.shard_chunks)  # built now
 
-        return {name: tuple(layer(name, r) for r in range(bank.spec.num_router_layers))
-                for name in bank.spec.arrays}
+        tiers = {}
+        for name in bank.spec.arrays:
+            tiers[name] = tuple(layer(name, r) for r in range(bank.spec.num_router_layers))
+            release_pages(bank.tier(name))  # a loaded bank's mapped pages: copied, reclaimable
+        return tiers
 
     def _assemble(self, bank, plan: ShardPlan, tiers: dict) -> ShardedMemoryView:
         s, cs, ms = plan.num_shards, plan.shard_chunks, plan.shard_docs

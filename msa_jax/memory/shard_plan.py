@@ -20,6 +20,7 @@ import heapq
 import numpy as np
 
 from kernels_pallas.common import geometric_size  # the bank's rule: M must match bank.view()
+from msa_jax.memory.host_arrays import aligned_empty
 
 MIN_SHARD_CHUNKS = 64
 MIN_SHARD_DOCS = 8
@@ -167,7 +168,9 @@ class ShardPlan:
         [Cs, K, H]. With from_slot/base/width: rows base..base+width of the shard holding only
         the chunks of slots >= from_slot (what appending those documents writes)."""
         rows, src = self.rows(s, from_slot)
-        slab = np.zeros((width or self.shard_chunks,) + tier.shape[1:], tier.dtype)
+        # aligned: a CPU device_put aliases the slab rather than copying it (host_arrays)
+        slab = aligned_empty((width or self.shard_chunks,) + tier.shape[1:], tier.dtype)
+        slab[...] = 0
         slab[rows - base] = tier[src]
         return slab
 
