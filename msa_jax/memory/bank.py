@@ -33,11 +33,13 @@ from msa_jax.memory.columns import TextColumn, TokenColumn
 from msa_jax.memory.host_arrays import aligned_empty, release_pages
 from msa_jax.memory.quantize import quantize_int8
 from msa_jax.model.query import MemoryView
+from msa_jax.utils import progress
 
 TIERS = ("routing_keys", "content_k", "content_v")
 SCALE = "routing_scale"  # [C, R, K] float32: the scales of an int8 routing tier
 FLOAT_DTYPES = ("float32", "bfloat16", "float16", "float64")  # the tiers' dtypes
 ROUTING_DTYPES = FLOAT_DTYPES + ("int8",)
+VIEW_PROGRESS_BYTES = 1 << 30  # view() shows a progress bar (stderr) from this many tier bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -316,6 +318,9 @@ class MemoryBank(DocumentSlots):
         c_cap = geometric_size(self._num_chunks, 1024)
         m_cap = geometric_size(self.num_slots, 64)
         tiers, n = {}, self._num_chunks
+        total = sum(self.tier_bytes().values())
+        bar = progress(total=total, enabled=total >= VIEW_PROGRESS_BYTES, unit="B",
+                       unit_scale=True, desc="memory view", leave=False)
         for name in self.spec.arrays:  # one array per router layer: no slicing [R, C, ...] in jit
             per_layer = []
             dtype, shape = self.spec.row_format(name)
@@ -325,8 +330,10 @@ class MemoryBank(DocumentSlots):
                 arr[:n] = self.rows(name)[:, r]
                 arr[n:] = 0
                 per_layer.append(put(name, arr))
+                bar.update(arr[:n].nbytes)
             tiers[name] = tuple(per_layer)
             release_pages(self.rows(name))  # a mapped file's pages: copied, now reclaimable
+        bar.close()
         chunk_doc = np.full(c_cap, -1, np.int32)
         chunk_doc[:self._num_chunks] = self.chunk_doc
         offset = np.zeros(m_cap, np.int32)
