@@ -6,7 +6,7 @@ each routed id and "<End-of-Retrieve>", and the decode loop masks every other to
 an array the jitted loop indexes ([S, V] int32: state -> token -> next state, -1 where the token is
 not allowed), so the allowed set changes per round without recompiling (S is bucketed).
 
-A leaf of the inference package: NumPy only.
+A leaf of the inference package: NumPy and the project's padding rules.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+
+from kernels_pallas.common import next_pow2
 
 ROOT, FREE = 0, 1  # the state before the first token; the state after a complete sequence
 
@@ -57,7 +59,7 @@ def next_state_table(sequences: Sequence[Sequence[int]], vocab_size: int,
     for node in range(2, len(nodes)):
         if nodes[node]:
             state[node] = len(state)
-    states = max(min_states, 1 << (len(state) - 1).bit_length())
+    states = next_pow2(len(state), min_states)
     table = np.full((states, vocab_size), -1, np.int32)
     table[FREE] = FREE
     for node, children in enumerate(nodes):
