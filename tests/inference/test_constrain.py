@@ -90,6 +90,7 @@ DOCS = {"sky": "The sky of Vega is red.", "sea": "The sea of Vega is green.",
         "sun": "The sun of Tau is blue.", "moon": "The moon of Tau is grey."}
 
 
+@pytest.mark.single_leg  # an end-to-end ask; the masked decode loop above runs on both legs
 def test_constrained_rounds_name_only_routed_documents():
     m = byte_model(router_layers=(2, 3), pooling_size=8, top_k_docs=1)
     bank = m.encode_memory(DOCS, progress=False)
