@@ -10,8 +10,9 @@ and KV head (`routing_scale` [C, R, K]; msa_jax.memory.quantize) and dequantised
 the routing scan. Host arrays are the source of truth, stored chunk-major [C, R, K, H] (one chunk's rows of every
 router layer together, so that appending chunks appends to a file: msa_jax.memory.store); a bank
 read by `load_bank` keeps them memory-mapped from its files (copy-on-write: nothing is copied into
-RAM until it is changed). Fresh banks hold them in RAM with spare capacity, so adding documents is
-amortised O(new). Token ids and texts are flat columns (msa_jax.memory.columns). `view()` gives
+RAM until it is changed). Fresh banks hold them in RAM with spare capacity, grown in place where
+NumPy can (`host_arrays.grow_rows`: no copy, so building peaks at about the final size), so adding
+documents is amortised O(new). Token ids and texts are flat columns (msa_jax.memory.columns). `view()` gives
 the device arrays stage 2 reads, padded to geometric capacities so that adding a few documents
 does not recompile. Deleting a document is a metadata operation: its slot is tombstoned (its
 chunks never score and are never selected; their values stay); trailing tombstones are trimmed
@@ -30,7 +31,7 @@ import numpy as np
 from kernels_pallas.common import geometric_size  # at most 12.5 % padding
 from msa_jax.errors import BankError
 from msa_jax.memory.columns import TextColumn, TokenColumn
-from msa_jax.memory.host_arrays import aligned_empty, release_pages
+from msa_jax.memory.host_arrays import aligned_empty, grow_rows, release_pages
 from msa_jax.memory.quantize import quantize_int8
 from msa_jax.model.query import MemoryView
 from msa_jax.utils import progress
@@ -218,12 +219,11 @@ class MemoryBank(DocumentSlots):
             return
         cap = geometric_size(need, 256)
         for name in self.spec.arrays:
-            grown = self.spec.empty_rows(name, cap)
-            grown[:self._num_chunks] = self.rows(name)
-            self._tiers[name] = grown
-        chunk_doc = np.full(cap, -1, np.int32)
-        chunk_doc[:self._num_chunks] = self._chunk_doc[:self._num_chunks]
-        self._chunk_doc = chunk_doc
+            self.rows(name)  # a pending check runs before the tier is copied or grown
+            grow_rows(self._tiers, name, cap)  # in place where NumPy can: no copy, no 2x peak
+        chunk_doc = {"doc": self._chunk_doc}
+        self._chunk_doc = None  # the dict's reference is the only one: grown in place
+        self._chunk_doc = grow_rows(chunk_doc, "doc", cap, fill=-1)
 
     def append(self, ids: Sequence[str], tokens: Sequence[Sequence[int]],
                texts: Sequence[str | None], num_chunks: Sequence[int], routing_keys: np.ndarray,

@@ -8,6 +8,11 @@
   the view, can be reclaimed (MADV_PAGEOUT). Clean file pages are dropped (they are re-read from
   the file on a later access); pages changed in this process (copy-on-write) are kept, so
   nothing is lost. Where the kernel does not support it this is a no-op.
+- `grow_rows`: lengthen an array's first axis in place where NumPy can (`ndarray.resize`:
+  `realloc`, which glibc serves with `mremap` for large blocks, so the rows are not copied and the
+  old and new buffers are never both resident). A bank being built thus peaks at about its final
+  size, not at twice the size before its last growth. Where the array is referenced elsewhere (a
+  view of it, a memory map), it is copied as before: a view never dangles.
 
 A leaf: NumPy only.
 """
@@ -49,3 +54,22 @@ def release_pages(array: np.ndarray) -> bool:
     except (OSError, ValueError):
         return False
     return True
+
+
+def grow_rows(arrays: dict, key, rows: int, fill=0) -> np.ndarray:
+    """Make `arrays[key]` `rows` long on its first axis (not shorter), keeping its leading rows
+    and filling the new ones with `fill`; in place when NumPy allows it, else a copy. Takes the
+    dict, not the array, so that the dict holds the only reference `ndarray.resize` accepts."""
+    old = arrays[key].shape[0]
+    if rows <= old:
+        return arrays[key]
+    shape = (rows,) + arrays[key].shape[1:]
+    try:
+        arrays[key].resize(shape, refcheck=True)  # new rows zeroed by NumPy
+    except (ValueError, SystemError):  # not owning its data, or referenced: copy
+        grown = np.zeros(shape, arrays[key].dtype)
+        grown[:old] = arrays[key]
+        arrays[key] = grown
+    if fill:
+        arrays[key][old:] = fill
+    return arrays[key]

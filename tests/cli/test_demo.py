@@ -10,7 +10,7 @@ import json
 
 from tests.cli.conftest import REPO
 
-QUESTIONS = dict(single_hop=4, two_hop=2)
+QUESTIONS = dict(single_hop=2, two_hop=1)  # CI time: each question is several decodes
 
 
 def test_demo_answers_held_out_questions_from_memory(cli, tmp_path):
@@ -20,15 +20,15 @@ def test_demo_answers_held_out_questions_from_memory(cli, tmp_path):
                  *(f"--config.{k}={v}" for k, v in QUESTIONS.items()))
     assert result.returncode == 0, result.stdout + result.stderr
     text = result.stdout
-    for step in ("[1/4] model", "[2/4] memory", "[3/4] 6 questions, with Memory Interleave",
+    for step in ("[1/4] model", "[2/4] memory", "[3/4] 3 questions, with Memory Interleave",
                  "[4/4] accuracy", "single-hop: answer exact match", "two-hop: answer exact"):
         assert step in text, step
     assert "round 1: generated" in text and "answer:" in text
     records = json.loads((out / "answers.json").read_text())["questions"]
-    assert len(records) == 6 and [r["hops"] for r in records] == [1, 1, 1, 1, 2, 2]
+    assert len(records) == 3 and [r["hops"] for r in records] == [1, 1, 2]
     assert all({"doc_id_match", "answer_match", "expected"} <= set(r) for r in records)
     ok = int(sum(r["answer_match"] for r in records))
-    assert f"all: answer exact match {ok}/6" in text
+    assert f"all: answer exact match {ok}/3" in text
 
 
 def test_demo_refuses_an_unknown_haystack(cli, tmp_path):

@@ -59,6 +59,28 @@ def test_a_loaded_bank_maps_its_files_instead_of_copying_them(tmp_path):
     assert [loaded.doc_texts[s] for s in range(3)] == ["text a", "text b", "text c"]
 
 
+def test_a_fresh_bank_grows_its_tiers_in_place(tmp_path):
+    """Appending past the capacity resizes the RAM tiers in place (no second copy, so a build
+    peaks at about its final size); the rows are unchanged, and a loaded bank's mapped tiers are
+    copied on their first growth instead."""
+    bank, want = new_bank(), []
+    add(bank, ["d0"], 0)
+    objects = {n: id(bank._tiers[n]) for n in SPEC.arrays}
+    capacity = bank._tiers["routing_keys"].shape[0]
+    for i in range(1, capacity + 40):  # well past the first capacity
+        want.append(add(bank, [f"d{i}"], 10 * i))
+    assert bank._tiers["routing_keys"].shape[0] > capacity
+    assert {n: id(bank._tiers[n]) for n in SPEC.arrays} == objects
+    np.testing.assert_array_equal(bank.tier("content_v")[:, 1:], np.concatenate(want, 1) + 2000)
+    assert bank.chunk_doc.tolist() == list(range(capacity + 40))
+    loaded = load_bank(save_bank(bank, str(tmp_path / "bank")))
+    for i in range(capacity + 40, 2 * capacity + 80):
+        add(loaded, [f"d{i}"], 10 * i)
+    assert not isinstance(loaded.rows("routing_keys"), np.memmap)
+    np.testing.assert_array_equal(loaded.tier("content_k")[:, :capacity + 40],
+                                  bank.tier("content_k"))
+
+
 def test_append_and_delete_write_only_new_rows_and_metadata(tmp_path):
     bank = new_bank()
     t1 = add(bank, ["a", "b"], 0)

@@ -79,7 +79,7 @@ CLI_OVERRIDES = ["--config.data.num_queries=16", "--config.data.docs_per_sample=
                  "--config.data.batch_size=2", "--config.eval.every=0",
                  "--config.train.log_every=1", "--config.train.checkpoint_every=2",
                  "--config.optim.warmup.steps=2", "--config.optim.warmup.warmup_steps=1",
-                 "--config.optim.main.steps=4", "--config.optim.main.warmup_steps=1",
+                 "--config.optim.main.steps=2", "--config.optim.main.warmup_steps=1",
                  "--noprogress"]
 
 
@@ -108,7 +108,7 @@ def test_cli_sigkill_then_resume_is_bit_exact(env, tmp_path):
                        timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "resuming" in r.stdout
-    assert_same_state(straight, killed, 6)
+    assert_same_state(straight, killed, 4)  # killed at step 2: resumed into the second phase
     assert comparable_records(straight) == comparable_records(killed)
     with open(os.path.join(killed, "export", "config.json")) as f:
         assert json.load(f)["model_type"] == "msa"
