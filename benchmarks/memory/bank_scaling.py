@@ -61,8 +61,11 @@ def _model():
     return msa_jax.MSAModel.random(msa_jax.preset("tiny-msa"), 0)
 
 
-def _random_rows(model, bank, n_tokens: int, seed: int, step_docs: int = 4096):
-    """Append documents of 200-500 tokens holding random pooled chunks, `n_tokens` in all."""
+def _random_rows(model, bank, n_tokens: int, seed: int, step_docs: int = 512):
+    """Append documents of 200-500 tokens holding random pooled chunks, `n_tokens` in all,
+    `step_docs` (~180K tokens) per append: more than an encoder block (512 or 4096 tokens), so
+    the appends cost what encoding's do, and the random arrays of one step stay small (~50 MB
+    per tier at tiny-msa) beside the bank."""
     import numpy as np
 
     rs = np.random.default_rng(seed)
@@ -199,6 +202,7 @@ def main(argv=None):
         print(json.dumps(query(args.path, args.questions)))
         return
     os.makedirs(args.work, exist_ok=True)
+    os.makedirs(args.out, exist_ok=True)
     record = {"machine": f"{os.cpu_count()} CPUs", "args": vars(args), "sizes": []}
     for size in map(tokens, args.sizes.split(",")):
         record["sizes"].append(one_size(size, args))

@@ -217,13 +217,17 @@ class MemoryBank(DocumentSlots):
         have = self._chunk_doc.shape[0]
         if need <= have:
             return
-        cap = geometric_size(need, 256)
+        # in place (no copy) the spare rows are what costs: resident, as NumPy zeroes them, so
+        # they stay within 1/64 (0.15 GiB at 100M tiny-msa tokens); a copy leaves 1/8
+        cap = geometric_size(need, 256, steps_per_octave=64)
+        copy_cap = geometric_size(need, 256)
         for name in self.spec.arrays:
             self.rows(name)  # a pending check runs before the tier is copied or grown
-            grow_rows(self._tiers, name, cap)  # in place where NumPy can: no copy, no 2x peak
+            grow_rows(self._tiers, name, cap, copy_rows=copy_cap)  # no 2x peak
         chunk_doc = {"doc": self._chunk_doc}
         self._chunk_doc = None  # the dict's reference is the only one: grown in place
-        self._chunk_doc = grow_rows(chunk_doc, "doc", cap, fill=-1)
+        grow_rows(chunk_doc, "doc", min(t.shape[0] for t in self._tiers.values()), fill=-1)
+        self._chunk_doc = chunk_doc["doc"]
 
     def append(self, ids: Sequence[str], tokens: Sequence[Sequence[int]],
                texts: Sequence[str | None], num_chunks: Sequence[int], routing_keys: np.ndarray,

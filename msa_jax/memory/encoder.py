@@ -173,14 +173,23 @@ def _block_dtypes(spec: BankSpec) -> dict[str, np.dtype]:
     return out
 
 
-def _encode_one(cfg: ModelConfig, params, block: Block, num_chunks: int, dtypes: dict,
-                band: int | None = None) -> dict:
-    row = lambda x: jnp.asarray(x)[None]  # noqa: E731  [L] -> [1, L]
+def _dispatch(cfg: ModelConfig, params, block: Block, num_chunks: int,
+              band: int | None = None):
+    """Start encoding one block (asynchronously: JAX returns before the block is computed), so
+    that the host work of the previous block overlaps this one's compute. PooledChunks, each
+    tier [R, num_chunks, K, H] on the device."""
+    row = lambda x: np.asarray(x)[None]  # noqa: E731  [L] -> [1, L] (NumPy: no eager dispatch)
     pooled, _ = encode_block(cfg, params, row(block.tokens), row(block.positions),
                              row(block.segment_ids), row(block.chunk_ids), num_chunks,
                              band=band)
+    return pooled
+
+
+def _finish(pooled, block: Block, dtypes: dict) -> dict:
+    """A dispatched block's tiers on the host, its own chunks only: [R, n, K, H] each (sliced in
+    NumPy after the transfer: an eager slice of the device array costs a dispatch per tier)."""
     n = block.num_chunks
-    return {name: np.asarray(getattr(pooled, name)[:, :n]).astype(dtypes[name])
+    return {name: np.asarray(getattr(pooled, name))[:, :n].astype(dtypes[name])
             for name in _TIERS}
 
 
@@ -227,12 +236,10 @@ def _encode_all(cfg: ModelConfig, params, docs: Sequence[DocInput], bank: Memory
     log = _Journal(journal, _plan_key(bank.spec, docs, block_tokens), bank.spec.fingerprint)
     bar = progress(total=sum(lengths), unit="tok", unit_scale=True, desc="encode memory",
                    enabled=show_progress)
-    for i, (first, n) in enumerate(plan):
-        part = docs[first:first + n]
-        block = make_block([d.tokens for d in part], first, block_tokens, pool)
-        arrays = log.load(i, bank.spec.chunk_shape(block.num_chunks))
-        if arrays is None:
-            arrays = _encode_one(cfg, params, block, num_chunks, dtypes, band)
+
+    def append(i: int, part: Sequence[DocInput], block: Block, arrays):
+        if not isinstance(arrays, dict):  # dispatched: wait for it, then journal it
+            arrays = _finish(arrays, block, dtypes)
             log.commit(i, arrays)
         bank.append([d.id for d in part], [d.tokens for d in part], [d.text for d in part],
                     block.doc_num_chunks, arrays["routing_keys"], arrays["content_k"],
@@ -240,5 +247,18 @@ def _encode_all(cfg: ModelConfig, params, docs: Sequence[DocInput], bank: Memory
         if on_block is not None:
             on_block(bank)
         bar.update(block.num_tokens)
+
+    in_flight = None  # (i, documents, block, dispatched or journaled arrays): one block ahead
+    for i, (first, n) in enumerate(plan):
+        part = docs[first:first + n]
+        block = make_block([d.tokens for d in part], first, block_tokens, pool)
+        arrays = log.load(i, bank.spec.chunk_shape(block.num_chunks))
+        if arrays is None:
+            arrays = _dispatch(cfg, params, block, num_chunks, band)
+        if in_flight is not None:
+            append(*in_flight)  # in order: block i-1 is appended while block i computes
+        in_flight = (i, part, block, arrays)
+    if in_flight is not None:
+        append(*in_flight)
     bar.close()
     return bank

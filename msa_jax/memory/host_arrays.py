@@ -56,18 +56,20 @@ def release_pages(array: np.ndarray) -> bool:
     return True
 
 
-def grow_rows(arrays: dict, key, rows: int, fill=0) -> np.ndarray:
+def grow_rows(arrays: dict, key, rows: int, fill=0, copy_rows: int | None = None) -> np.ndarray:
     """Make `arrays[key]` `rows` long on its first axis (not shorter), keeping its leading rows
-    and filling the new ones with `fill`; in place when NumPy allows it, else a copy. Takes the
-    dict, not the array, so that the dict holds the only reference `ndarray.resize` accepts."""
+    and filling the new ones with `fill`; in place when NumPy allows it, else a copy of
+    max(rows, copy_rows) rows (a copy should leave more room: the next growth copies again).
+    Takes the dict, not the array, so that the dict holds the only reference `ndarray.resize`
+    accepts."""
     old = arrays[key].shape[0]
     if rows <= old:
         return arrays[key]
-    shape = (rows,) + arrays[key].shape[1:]
+    tail = arrays[key].shape[1:]
     try:
-        arrays[key].resize(shape, refcheck=True)  # new rows zeroed by NumPy
+        arrays[key].resize((rows,) + tail, refcheck=True)  # new rows zeroed by NumPy
     except (ValueError, SystemError):  # not owning its data, or referenced: copy
-        grown = np.zeros(shape, arrays[key].dtype)
+        grown = np.zeros((max(rows, copy_rows or 0),) + tail, arrays[key].dtype)
         grown[:old] = arrays[key]
         arrays[key] = grown
     if fill:

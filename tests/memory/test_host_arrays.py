@@ -54,8 +54,9 @@ def test_grow_rows_in_place_keeps_rows_and_fills():
 def test_grow_rows_copies_when_viewed_or_mapped(tmp_path):
     arrays = {"t": _rows(4)}
     view = arrays["t"][1:3]  # a live view: resizing in place would leave it dangling
-    grown = grow_rows(arrays, "t", 6)
+    grown = grow_rows(arrays, "t", 6, copy_rows=8)
     np.testing.assert_array_equal(view, _rows(4)[1:3])  # still valid
+    assert grown.shape == (8, 2, 3)  # a copy leaves the larger room
     np.testing.assert_array_equal(grown[:4], _rows(4))
     np.testing.assert_array_equal(grown[4:], 0)
     path = tmp_path / "rows.bin"
