@@ -55,13 +55,13 @@ def peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
 
 
-def _model():
+def bench_model():
     import msa_jax
 
     return msa_jax.MSAModel.random(msa_jax.preset("tiny-msa"), 0)
 
 
-def _random_rows(model, bank, n_tokens: int, seed: int, step_docs: int = 512):
+def random_rows(model, bank, n_tokens: int, seed: int, step_docs: int = 512):
     """Append documents of 200-500 tokens holding random pooled chunks, `n_tokens` in all,
     `step_docs` (~180K tokens) per append: more than an encoder block (512 or 4096 tokens), so
     the appends cost what encoding's do, and the random arrays of one step stay small (~50 MB
@@ -90,7 +90,7 @@ def build(size: int, path: str, encode_max: int, seed: int) -> dict:
     from msa_jax.data.synthetic import synthetic_token_corpus
     from msa_jax.memory.store import save_bank
 
-    model = _model()
+    model = bench_model()
     t = time.perf_counter()
     if size <= encode_max:
         docs = synthetic_token_corpus(size, (200, 500), model.cfg.vocab_size, seed=seed)
@@ -99,7 +99,7 @@ def build(size: int, path: str, encode_max: int, seed: int) -> dict:
     else:
         bank = model.encode_memory([[5] * 200], progress=False)  # the prefix and fingerprint
         bank.delete([bank.doc_ids[0]])
-        _random_rows(model, bank, size, seed)
+        random_rows(model, bank, size, seed)
         how = "random chunks"
     built = time.perf_counter() - t
     save_bank(bank, path)
@@ -114,7 +114,7 @@ def query(path: str, questions: int) -> dict:
     from msa_jax.inference.memory_generate import CONTEXT, ROUTING, QueryRow
     from msa_jax.memory.store import load_bank
 
-    model = _model()
+    model = bench_model()
     base = rss_gib()
     t = time.perf_counter()
     bank = load_bank(path)

@@ -298,7 +298,7 @@ class MemoryBank(DocumentSlots):
                                  for s in keep]) if keep else np.zeros(0, np.int64)
         rows = {n: self.rows(n)[chunks] for n in self.spec.arrays}  # stored values: no requantising
         ids = [self.doc_ids[s] for s in keep]
-        toks = [self.doc_tokens[s] for s in keep]
+        toks = [self.doc_tokens.array(s) for s in keep]
         texts = [self.doc_texts[s] for s in keep]
         counts = [self.doc_num_chunks[s] for s in keep]
         fresh = MemoryBank(self.spec, self.prefix_k, self.prefix_v)

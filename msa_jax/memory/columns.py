@@ -3,7 +3,7 @@
 A bank keeps, per document slot, its token ids and (optionally) its text. Stored as Python objects
 they cost ~40 B per token; here they are one flat array plus per-slot lengths. The first `base`
 slots may come from a saved bank's files (memory-mapped, read only for the slots asked for);
-slots appended later are held in memory until the bank is saved. A deleted slot reads None.
+slots appended later are held in memory until the bank is saved (token ids as int32 arrays). A deleted slot reads None.
 """
 
 from __future__ import annotations
@@ -39,6 +39,13 @@ class _Column:
     def _decode(self, raw: np.ndarray):
         raise NotImplementedError
 
+    def _to_tail(self, value):
+        """What an appended slot holds in memory until the bank is saved."""
+        return value
+
+    def _from_tail(self, held):
+        return held
+
     def __len__(self) -> int:
         return self._base + len(self._tail)
 
@@ -52,7 +59,7 @@ class _Column:
         if slot in self._dead:
             return None
         if slot >= self._base:
-            return self._tail[slot - self._base]
+            return self._from_tail(self._tail[slot - self._base])
         if self._lengths[slot] < 0:
             return None
         return self._decode(self._saved(slot))
@@ -74,7 +81,7 @@ class _Column:
         return isinstance(other, (list, tuple, _Column)) and list(self) == list(other)
 
     def append(self, value):
-        self._tail.append(value)
+        self._tail.append(self._to_tail(value))
         self._tail_keys.append(next(_KEYS))
 
     def keys(self) -> list[int | None]:
@@ -100,7 +107,8 @@ class _Column:
 
 
 class TokenColumn(_Column):
-    """doc_tokens: slot -> tuple of token ids (None: deleted); int32 flat."""
+    """doc_tokens: slot -> tuple of token ids (None: deleted); int32 flat, and int32 arrays for
+    the slots appended since the last save."""
 
     def __init__(self, flat: np.ndarray | None = None, lengths: np.ndarray | None = None):
         super().__init__(np.zeros(0, np.int32) if flat is None else flat,
@@ -109,8 +117,15 @@ class TokenColumn(_Column):
     def _decode(self, raw: np.ndarray) -> tuple[int, ...]:
         return tuple(raw.tolist())
 
-    def append(self, tokens: Sequence[int]):
-        super().append(tuple(int(t) for t in tokens))
+    def _to_tail(self, tokens: Sequence[int]) -> np.ndarray:
+        # int32, copied: 4 B per token (a tuple of Python ints costs 8-36 B: 3.6 GB at 100M
+        # tokens), and the caller's array may change later
+        held = np.array(tokens, np.int32).reshape(-1)
+        held.flags.writeable = False  # `array(slot)` hands it out: no one changes it in place
+        return held
+
+    def _from_tail(self, held: np.ndarray) -> tuple[int, ...]:
+        return tuple(held.tolist())
 
     def array(self, slot: int) -> np.ndarray:
         """Slot's token ids as int32 (empty if deleted), read in place for saved slots."""
@@ -119,7 +134,7 @@ class TokenColumn(_Column):
             return np.zeros(0, np.int32)
         if slot < self._base:
             return np.asarray(self._saved(slot), np.int32)
-        return np.asarray(self._tail[slot - self._base], np.int32)
+        return self._tail[slot - self._base]
 
     def live_total(self) -> int:
         """Tokens of the live slots, without decoding them."""
