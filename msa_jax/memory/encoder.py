@@ -1,8 +1,9 @@
 """Stage-1 encoding of a corpus into a memory bank, streamed block by block and resumable.
 
-Peak memory is bounded by the block size (one block is on the device at a time), not by the
-corpus. With a `journal` directory every finished block is committed atomically to disk; an
-interrupted encoding resumes from the last committed block and loses nothing. A journal belongs to
+Peak memory is bounded by the block size (two blocks at a time: one computing on the device while
+the previous one is appended, so the host work overlaps the compute), not by the corpus. With a
+`journal` directory every finished block is committed atomically to disk; an interrupted encoding
+resumes from the last committed block and loses nothing (but the block that was in flight). A journal belongs to
 one model (its fingerprint), corpus and block size, and is locked while an encoding uses it.
 """
 

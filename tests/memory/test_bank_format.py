@@ -197,3 +197,20 @@ def test_token_keys_change_with_the_slots_not_with_reads(tmp_path):
     assert loaded.doc_tokens.keys()[0] == keys[0] and loaded.doc_tokens.keys()[1] != keys[1]
     loaded.delete(["a"])
     assert loaded.doc_tokens.keys()[0] is None
+
+
+def test_appended_token_ids_are_held_as_int32_copies():
+    """Until saved, an appended document's token ids are an int32 array (4 B per token, not a
+    tuple of Python ints), copied from the caller's and read-only; reads give tuples as before."""
+    from msa_jax.memory.columns import TokenColumn
+
+    col, given = TokenColumn(), np.array([7, 300, 70000], np.int64)
+    col.append(given)
+    col.append((1, 2))
+    given[0] = -5  # the caller's array changes: the column's copy does not
+    held = col.array(0)
+    assert held.dtype == np.int32 and held.tolist() == [7, 300, 70000]
+    assert not held.flags.writeable
+    assert col[0] == (7, 300, 70000) and isinstance(col[1], tuple) and list(col) == [
+        (7, 300, 70000), (1, 2)]
+    assert col.live_total() == 5 and col.pop() == (1, 2) and len(col) == 1
