@@ -12,11 +12,11 @@ router layer together, so that appending chunks appends to a file: msa_jax.memor
 read by `load_bank` keeps them memory-mapped from its files (copy-on-write: nothing is copied into
 RAM until it is changed). Fresh banks hold them in RAM with spare capacity, grown in place where
 NumPy can (`host_arrays.grow_rows`: no copy, so building peaks at about the final size), so adding
-documents is amortised O(new). Token ids and texts are flat columns (msa_jax.memory.columns). `view()` gives
-the device arrays stage 2 reads, padded to geometric capacities so that adding a few documents
-does not recompile. Deleting a document is a metadata operation: its slot is tombstoned (its
-chunks never score and are never selected; their values stay); trailing tombstones are trimmed
-and `compact()` removes the rest.
+documents is amortised O(new). Token ids and texts are flat columns (msa_jax.memory.columns).
+`view()` gives the device arrays stage 2 reads, padded to geometric capacities so that adding a
+few documents does not recompile. Deleting a document is a metadata operation: its slot is
+tombstoned (its chunks never score and are never selected; their values stay); trailing
+tombstones are trimmed and `compact()` removes the rest.
 """
 
 from __future__ import annotations
@@ -226,8 +226,10 @@ class MemoryBank(DocumentSlots):
             grow_rows(self._tiers, name, cap, copy_rows=copy_cap)  # no 2x peak
         chunk_doc = {"doc": self._chunk_doc}
         self._chunk_doc = None  # the dict's reference is the only one: grown in place
-        grow_rows(chunk_doc, "doc", min(t.shape[0] for t in self._tiers.values()), fill=-1)
-        self._chunk_doc = chunk_doc["doc"]
+        try:
+            grow_rows(chunk_doc, "doc", min(t.shape[0] for t in self._tiers.values()), fill=-1)
+        finally:  # grown or, on an error, as it was
+            self._chunk_doc = chunk_doc["doc"]
 
     def append(self, ids: Sequence[str], tokens: Sequence[Sequence[int]],
                texts: Sequence[str | None], num_chunks: Sequence[int], routing_keys: np.ndarray,

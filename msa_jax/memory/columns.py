@@ -3,7 +3,8 @@
 A bank keeps, per document slot, its token ids and (optionally) its text. Stored as Python objects
 they cost ~40 B per token; here they are one flat array plus per-slot lengths. The first `base`
 slots may come from a saved bank's files (memory-mapped, read only for the slots asked for);
-slots appended later are held in memory until the bank is saved (token ids as int32 arrays). A deleted slot reads None.
+slots appended later are held in memory until the bank is saved (token ids as int32 arrays). A
+deleted slot reads None.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 Peak memory is bounded by the block size (two blocks at a time: one computing on the device while
 the previous one is appended, so the host work overlaps the compute), not by the corpus. With a
 `journal` directory every finished block is committed atomically to disk; an interrupted encoding
-resumes from the last committed block and loses nothing (but the block that was in flight). A journal belongs to
-one model (its fingerprint), corpus and block size, and is locked while an encoding uses it.
+resumes from the last committed block and loses nothing but the block that was in flight. A
+journal belongs to one model (its fingerprint), corpus and block size, and is locked while an
+encoding uses it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import os
 import zipfile
 from typing import Callable, Sequence
 
-import jax.numpy as jnp
 import numpy as np
 
 from kernels_pallas.common import next_pow2, resolve_implementation
