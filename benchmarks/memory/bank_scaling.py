@@ -61,11 +61,17 @@ def bench_model():
     return msa_jax.MSAModel.random(msa_jax.preset("tiny-msa"), 0)
 
 
+def empty_bank(model):
+    """A bank of `model` with no documents (its prefix and fingerprint)."""
+    bank = model.encode_memory([[5] * 200], progress=False)
+    bank.delete([bank.doc_ids[0]])
+    return bank
+
+
 def random_rows(model, bank, n_tokens: int, seed: int, step_docs: int = 512):
     """Append documents of 200-500 tokens holding random pooled chunks, `n_tokens` in all,
-    `step_docs` (~180K tokens) per append: more than an encoder block (512 or 4096 tokens), so
-    the appends cost what encoding's do, and the random arrays of one step stay small (~50 MB
-    per tier at tiny-msa) beside the bank."""
+    `step_docs` (~180K tokens) per append: more than an encoder block (512 or 4096 tokens), and
+    the random arrays of one step stay small beside the bank (~6 MB per tier at tiny-msa)."""
     import numpy as np
 
     rs = np.random.default_rng(seed)
@@ -97,8 +103,7 @@ def build(size: int, path: str, encode_max: int, seed: int) -> dict:
         bank = model.encode_memory(docs, progress=False)
         how = "encoded"
     else:
-        bank = model.encode_memory([[5] * 200], progress=False)  # the prefix and fingerprint
-        bank.delete([bank.doc_ids[0]])
+        bank = empty_bank(model)
         random_rows(model, bank, size, seed)
         how = "random chunks"
     built = time.perf_counter() - t

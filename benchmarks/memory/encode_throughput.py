@@ -24,10 +24,9 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bank_scaling's helpers
-from bank_scaling import REPO, bench_model, random_rows, tokens  # noqa: E402
-
-sys.path.insert(0, REPO)
+# bank_scaling's helpers (importing it also puts the repository on sys.path)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bank_scaling import bench_model, empty_bank, random_rows, tokens  # noqa: E402
 
 
 def documents(model, n_tokens: int, seed: int) -> list:
@@ -38,8 +37,7 @@ def documents(model, n_tokens: int, seed: int) -> list:
 
 def msa_rate(model, docs, at: int, seed: int) -> dict:
     """Encode `docs` into a bank already holding `at` tokens (random chunks)."""
-    bank = model.encode_memory([[5] * 200], progress=False)  # the prefix and fingerprint
-    bank.delete([bank.doc_ids[0]])
+    bank = empty_bank(model)
     if at:
         random_rows(model, bank, at, seed + 1)
     n = sum(len(d.tokens) for d in docs)

@@ -68,7 +68,7 @@ def grow_rows(arrays: dict, key, rows: int, fill=0, copy_rows: int | None = None
     tail = arrays[key].shape[1:]
     try:
         arrays[key].resize((rows,) + tail, refcheck=True)  # new rows zeroed by NumPy
-    except (ValueError, SystemError):  # not owning its data, or referenced: copy
+    except ValueError:  # not owning its data, or referenced: copy
         grown = np.zeros((max(rows, copy_rows or 0),) + tail, arrays[key].dtype)
         grown[:old] = arrays[key]
         arrays[key] = grown
