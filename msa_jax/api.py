@@ -240,7 +240,7 @@ class MSAModel:
         for i, row in enumerate(rows):
             check_token_ids(row.tokens, self.cfg.vocab_size, f"query row {i}")
             self._check_query_positions(len(row.tokens) + max_new_tokens, f"query row {i}")
-        view, select, fetch = _placement_of(bank, placement)
+        view, select, fetch = _placement_of(self.cfg, bank, placement)
         with use_mesh(_mesh_of(placement)):
             new, pre = generate_from_memory(
                 self.cfg, self.params, view, jnp.asarray(bank.prefix_k),
@@ -366,7 +366,7 @@ class _InterleaveSession:
         m._check_query_positions(len(row.tokens) + self.after,
                                  f"Memory Interleave round {self.round} (the question, the "
                                  f"injected documents, the generation and the answer)")
-        view, select, fetch = _placement_of(self.bank, self.placement)
+        view, select, fetch = _placement_of(m.cfg, self.bank, self.placement)
         new, pre = generate_from_memory(
             m.cfg, m.params, view, jnp.asarray(self.bank.prefix_k),
             jnp.asarray(self.bank.prefix_v), [row], max_new_tokens, self.sampling, stop_ids,
@@ -391,11 +391,11 @@ def _mesh_of(placement):
     return None if placement is None else placement.mesh
 
 
-def _placement_of(bank: MemoryBank, placement):
+def _placement_of(cfg, bank: MemoryBank, placement):
     """(MemoryView, select fn, fetch fn) for a bank: single device, or a memory-parallel
     placement (msa_jax.memory.parallel) that shards the tiers."""
     if placement is None:
-        return bank.view(), None, None
+        return bank.view(unit_keys=cfg.msa.inference_cosine), None, None
     return placement.view(bank), placement.select, placement.fetch
 
 

@@ -70,14 +70,16 @@ def model_config(a) -> msa_jax.ModelConfig:
                         vocab_size=ByteTokenizer().vocab_size, kernel_implementation="xla")
 
 
-def scan_fn(cfg, rows: int, docs: int):
+def scan_fn(cfg, rows: int, docs: int, unit: bool):
     """The model's routing step of one router layer, jitted over (qr, routing mask, tier, chunk
-    -> document map)."""
+    -> document map). `unit`: the view marks its keys as unit vectors, as `ask`'s does for
+    cosine (MemoryBank.view(unit_keys=True)), so they are not normalised per question."""
 
     def scan(qr, routing, kr, chunk_doc):
         index, mask = routing_rows(cfg.msa, routing, rows)  # make_route's compaction
         zeros = jnp.zeros((docs,), jnp.int32)
-        view = MemoryView((kr,), (kr[:1],), (kr[:1],), chunk_doc, zeros, zeros, None, 1)
+        view = MemoryView((kr,), (kr[:1],), (kr[:1],), chunk_doc, zeros, zeros, None, 1,
+                          unit_keys=unit)
         info = local_select(cfg, view, 0, gather_rows(qr, index), mask)
         return info.doc_ids, info.scores
 
@@ -113,6 +115,8 @@ def main(argv=None):
     p.add_argument("--doc_tokens", type=int, default=300, help="mean tokens per document")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--similarity", default="dot", choices=["dot", "cosine"])
+    p.add_argument("--per_question_norm", action="store_true",
+                   help="cosine: normalise the keys in every scan (the path before unit-key views)")
     p.add_argument("--head_reduce", default="mean", choices=["mean", "max"])
     p.add_argument("--query_reduce", default="max", choices=["max", "mean", "last"])
     p.add_argument("--block_chunks", type=int, default=None, help="override the scan's tile size")
@@ -128,20 +132,23 @@ def main(argv=None):
     chunks = int(a.memory_tokens) // a.pooling
     docs = max(1, int(a.memory_tokens) // a.doc_tokens)
     rng = np.random.default_rng(0)
-    kr = jnp.asarray(rng.standard_normal((chunks, a.kv_heads, a.head_dim), np.float32),
-                     jnp.dtype(a.dtype))
+    kr = rng.standard_normal((chunks, a.kv_heads, a.head_dim), np.float32)
+    if cfg.msa.inference_cosine:  # unit keys, as the encoder stores them and the view marks them
+        kr /= np.linalg.norm(kr, axis=-1, keepdims=True)
+    kr = jnp.asarray(kr, jnp.dtype(a.dtype))
     qr = jnp.asarray(rng.standard_normal((1, t, a.heads, a.head_dim), np.float32))
     chunk_doc = jnp.asarray(np.sort(rng.integers(0, docs, chunks)).astype(np.int32))
     routing = jnp.asarray(packed.routing)
     tier_bytes = kr.size * kr.dtype.itemsize
 
-    scan = scan_fn(cfg, packed.routing_rows, docs)
+    unit = cfg.msa.inference_cosine and not a.per_question_norm
+    scan = scan_fn(cfg, packed.routing_rows, docs, unit)
     src = rng.random(max(tier_bytes, a.probe_mb << 20) // 4, dtype=np.float32)
     dst = np.empty_like(src)
     flops = scan_flops(cfg, 1 if a.query_reduce == "last" else real, chunks)
     gemm, x, n_gemm = matmul_probe(a.gemm, flops, rng)
     tile = contextlib.nullcontext() if a.block_chunks is None else mock.patch.object(
-        reference, "default_block_chunks", lambda rows, c: min(a.block_chunks, c))  # A/B runs
+        reference, "default_block_chunks", lambda rows, c, *_: min(a.block_chunks, c))  # A/B runs
     with tile:
         best = measure(dict(scan=lambda: scan(qr, routing, kr, chunk_doc),
                             copy=lambda: np.copyto(dst, src), gemm=lambda: gemm(x)), a.repeats)
@@ -154,7 +161,8 @@ def main(argv=None):
           f"{tier_bytes / 1e6:.1f} MB ({a.memory_tokens / 1e6:g}M tokens, P={a.pooling}), "
           f"{docs} documents")
     print(f"question: {real} routing tokens in a row of {t}, scanned as {packed.routing_rows} "
-          f"query rows ({a.similarity}, heads {a.head_reduce}, tokens {a.query_reduce})")
+          f"query rows ({a.similarity}{', unit keys' if unit else ''}, heads {a.head_reduce}, "
+          f"tokens {a.query_reduce})")
     print(f"machine: copy {copy_gbs / 1e9:.2f} GB/s (read+write), matmul {gflops / 1e9:.1f} GFLOP/s "
           f"(float32, {n_gemm} chained {a.gemm}^3 GEMMs)")
     print(f"scan (routing_rows + local_select, XLA): {s * 1e3:.2f} ms -> {tier_bytes / s / 1e9:.2f} "

@@ -55,15 +55,21 @@ def peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
 
 
-def bench_model():
+def bench_model(name: str = "tiny-msa"):
+    """A random model of a preset (`tiny-msa`), or a saved model's folder (models/msa-tiny-demo):
+    speed and memory do not depend on the weights, the shapes come from its config."""
     import msa_jax
 
-    return msa_jax.MSAModel.random(msa_jax.preset("tiny-msa"), 0)
+    if os.path.isdir(name):
+        return msa_jax.from_pretrained(name)
+    return msa_jax.MSAModel.random(msa_jax.preset(name), 0)
 
 
-def empty_bank(model):
-    """A bank of `model` with no documents (its prefix and fingerprint)."""
-    bank = model.encode_memory([[5] * 200], progress=False)
+def empty_bank(model, dtype: str | None = None, routing_dtype: str | None = None):
+    """A bank of `model` with no documents (its prefix and fingerprint), tiers of `dtype` (and
+    `routing_dtype`)."""
+    bank = model.encode_memory([[5] * 200], progress=False, dtype=dtype,
+                               routing_dtype=routing_dtype)
     bank.delete([bank.doc_ids[0]])
     return bank
 
@@ -91,20 +97,21 @@ def random_rows(model, bank, n_tokens: int, seed: int, step_docs: int = 512):
         first += lens.size
 
 
-def build(size: int, path: str, encode_max: int, seed: int) -> dict:
+def build(size: int, path: str, args) -> dict:
     """Child process: build a bank of `size` tokens and save it to `path`."""
     from msa_jax.data.synthetic import synthetic_token_corpus
     from msa_jax.memory.store import save_bank
 
-    model = bench_model()
+    model = bench_model(args.model)
+    dtypes = dict(dtype=args.dtype or None, routing_dtype=args.routing_dtype or None)
     t = time.perf_counter()
-    if size <= encode_max:
-        docs = synthetic_token_corpus(size, (200, 500), model.cfg.vocab_size, seed=seed)
-        bank = model.encode_memory(docs, progress=False)
+    if size <= args.encode_max:
+        docs = synthetic_token_corpus(size, (200, 500), model.cfg.vocab_size, seed=args.seed)
+        bank = model.encode_memory(docs, progress=False, **dtypes)
         how = "encoded"
     else:
-        bank = empty_bank(model)
-        random_rows(model, bank, size, seed)
+        bank = empty_bank(model, **dtypes)
+        random_rows(model, bank, size, args.seed)
         how = "random chunks"
     built = time.perf_counter() - t
     save_bank(bank, path)
@@ -114,28 +121,73 @@ def build(size: int, path: str, encode_max: int, seed: int) -> dict:
             "tier_bytes": dict(bank.tier_bytes()), "build_save_peak_rss_gib": peak_gib()}
 
 
-def query(path: str, questions: int) -> dict:
-    """Child process: load the bank, build its view, ask `questions` questions."""
-    from msa_jax.inference.memory_generate import CONTEXT, ROUTING, QueryRow
+def scan_probe(model, view, packed, repeats: int = 5) -> dict:
+    """The routing scan alone, as `ask` runs it (router.routing_rows + gather_rows +
+    query.local_select, every router layer, jitted with the query, mask and view as inputs), on
+    the real view; and, interleaved with it, the copy bandwidth (a NumPy copy of the routing
+    tier's size, STREAM read + write), for the scan's bandwidth floor. Best of `repeats`."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from msa_jax.model.query import local_select
+    from msa_jax.model.router import gather_rows, routing_rows
+
+    cfg = model.cfg
+
+    @jax.jit
+    def scan(qr, routing, view):
+        index, mask = routing_rows(cfg.msa, routing, packed.routing_rows)
+        q = gather_rows(qr, index)
+        return [local_select(cfg, view, r, q, mask).doc_ids
+                for r in range(len(view.routing_keys))]
+
+    rng = np.random.default_rng(0)
+    t = packed.tokens.shape[1]
+    qr = jnp.asarray(rng.standard_normal((1, t, cfg.num_heads, cfg.head_dim), np.float32))
+    routing = jnp.asarray(packed.routing)
+    tier = sum(a.nbytes for a in view.routing_keys) + sum(
+        a.nbytes for a in (view.routing_scale or ()))
+    src = np.ones(max(tier, 256 << 20) // 4, np.float32)
+    dst = np.empty_like(src)
+    jax.block_until_ready(scan(qr, routing, view))  # compile
+    best = {"scan": float("inf"), "copy": float("inf")}
+    for _ in range(repeats):
+        for name, fn in (("scan", lambda: jax.block_until_ready(scan(qr, routing, view))),
+                         ("copy", lambda: np.copyto(dst, src))):
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    copy_bps = 2 * src.nbytes / best["copy"]
+    floor = tier / copy_bps
+    return {"scan_s": best["scan"], "routing_tier_view_bytes": tier, "copy_gbs": copy_bps / 1e9,
+            "scan_bandwidth_floor_s": floor}
+
+
+def query(path: str, args) -> dict:
+    """Child process: load the bank, build its view, ask `args.questions` questions of a
+    72-token routing query; then time the routing scan alone (scan_probe)."""
+    from msa_jax.inference.memory_generate import CONTEXT, ROUTING, QueryRow, pack_rows
     from msa_jax.memory.store import load_bank
 
-    model = bench_model()
+    model = bench_model(args.model)
     base = rss_gib()
     t = time.perf_counter()
     bank = load_bank(path)
     out = {"load_s": time.perf_counter() - t, "rss_after_load_gib": rss_gib(),
            "rss_before_load_gib": base}
     t = time.perf_counter()
-    bank.view()
+    view = bank.view(unit_keys=model.cfg.msa.inference_cosine)  # as `ask` builds it
     out.update(view_s=time.perf_counter() - t, rss_after_view_gib=rss_gib())
     row = QueryRow.build((list(range(100, 172)), ROUTING), (list(range(200, 216)), CONTEXT))
     times = []
-    for _ in range(questions + 1):  # the first compiles
+    for _ in range(args.questions + 1):  # the first compiles
         t = time.perf_counter()
         model.ask_tokens([row], bank, max_new_tokens=32)
         times.append(time.perf_counter() - t)
     out.update(first_question_s=times[0], question_s=statistics.median(times[1:]),
                rss_after_questions_gib=rss_gib(), query_peak_rss_gib=peak_gib())
+    out.update(scan_probe(model, view, pack_rows(model.cfg, [row])))
     return out
 
 
@@ -160,8 +212,10 @@ def one_size(size: int, args) -> dict:
     shutil.rmtree(path, ignore_errors=True)
     row = {"target_tokens": size}
     print(f"\n== {size:,} tokens", flush=True)
+    opts = [f"--model={args.model}", f"--dtype={args.dtype}",
+            f"--routing_dtype={args.routing_dtype}", f"--seed={args.seed}"]
     row.update(_child(["--child=build", f"--size={size}", f"--path={path}",
-                       f"--encode_max={args.encode_max}", f"--seed={args.seed}"]))
+                       f"--encode_max={args.encode_max}", *opts]))
     if "error" in row:
         print(f"  build stopped: {row['error']}")
         return row
@@ -172,7 +226,7 @@ def one_size(size: int, args) -> dict:
           f"{row['build_save_peak_rss_gib']:.2f} GiB (target <= {tier + 2:.2f}); tiers "
           f"{tier:.2f} GiB, on disk {sum(row['disk_bytes'].values()) / 2 ** 30:.2f} GiB",
           flush=True)
-    q = _child(["--child=query", f"--path={path}", f"--questions={args.questions}"])
+    q = _child(["--child=query", f"--path={path}", f"--questions={args.questions}", *opts])
     row["query"] = q
     if "error" in q:
         print(f"  query stopped: {q['error']}")
@@ -181,6 +235,10 @@ def one_size(size: int, args) -> dict:
               f"{q['question_s'] * 1e3:.0f} ms (median of {args.questions}); RSS after the "
               f"questions {q['rss_after_questions_gib']:.2f} GiB (target <= "
               f"{1.2 * tier + 2:.2f}), peak {q['query_peak_rss_gib']:.2f}", flush=True)
+        print(f"  routing scan alone {q['scan_s'] * 1e3:.1f} ms ({q['scan_s'] / q['question_s']:.0%} "
+              f"of a question); bandwidth floor {q['scan_bandwidth_floor_s'] * 1e3:.1f} ms "
+              f"({q['routing_tier_view_bytes'] / 2 ** 20:.0f} MiB at {q['copy_gbs']:.1f} GB/s "
+              f"copy): {q['scan_bandwidth_floor_s'] / q['scan_s']:.0%} of it", flush=True)
     if not args.keep:
         shutil.rmtree(path, ignore_errors=True)
     return row
@@ -193,6 +251,11 @@ def main(argv=None):
                    help="sizes up to this are encoded for real; larger get random chunks")
     p.add_argument("--questions", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="tiny-msa",
+                   help="a preset (random weights) or a saved model's folder")
+    p.add_argument("--dtype", default="", help="tiers' dtype (default: the model's)")
+    p.add_argument("--routing_dtype", default="",
+                   help="routing tier's dtype if not --dtype: float32, bfloat16 or int8")
     p.add_argument("--work", default="outputs/bank_scaling/banks")
     p.add_argument("--out", default="outputs/bank_scaling")
     p.add_argument("--keep", action="store_true", help="keep the banks")
@@ -201,10 +264,10 @@ def main(argv=None):
     p.add_argument("--path", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child == "build":
-        print(json.dumps(build(args.size, args.path, args.encode_max, args.seed)))
+        print(json.dumps(build(args.size, args.path, args)))
         return
     if args.child == "query":
-        print(json.dumps(query(args.path, args.questions)))
+        print(json.dumps(query(args.path, args)))
         return
     os.makedirs(args.work, exist_ok=True)
     os.makedirs(args.out, exist_ok=True)

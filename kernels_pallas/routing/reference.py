@@ -45,13 +45,21 @@ def _use_elementwise(rows: int) -> bool:
 # (written by the GEMM and re-read by the token reduction in cache, not through DRAM; at least
 # MIN_BLOCK_CHUNKS): a whole-tier pass of an 80-row question at K*H = 32, whose scores are 2.5x the
 # tier bytes, was ~3x slower than these tiles.
+# An int8 tier is the exception for few rows: its dequantisation is not fused into a whole-tier
+# GEMV, so one pass wrote and re-read a float32 copy of the tier (8-10x slower at 131K-1.3M
+# chunks, K*H = 64, one folded query row); tiles of INT8_BLOCK_CHUNKS (8K-32K measured alike)
+# keep that copy in cache.
 BLOCK_CHUNKS, WHOLE_TIER_SCORE_BYTES = 4096, 64 * 2**20
 SCORE_TILE_BYTES, MIN_BLOCK_CHUNKS = 2 * 2**20, 1024
+INT8_BLOCK_CHUNKS = 16384
 
 
-def default_block_chunks(rows: int, chunks: int) -> int:
-    """Chunks per tile for `rows` query rows (per KV-head GEMM) over a tier of `chunks`."""
+def default_block_chunks(rows: int, chunks: int, quantized: bool = False) -> int:
+    """Chunks per tile for `rows` query rows (per KV-head GEMM) over a tier of `chunks`
+    (`quantized`: an int8 tier)."""
     chunks = max(chunks, 1)
+    if quantized and rows <= ELEMENTWISE_ROWS[1]:
+        return min(chunks, INT8_BLOCK_CHUNKS)
     if rows <= ELEMENTWISE_ROWS[1]:
         return chunks if chunks * rows * 4 <= WHOLE_TIER_SCORE_BYTES else BLOCK_CHUNKS
     fit = SCORE_TILE_BYTES // (4 * rows)
@@ -247,7 +255,8 @@ def routing_chunk_scores(
     if partials is None:
         group = 1 if head_reduce == "mean" else q.shape[2] // kr.shape[1]  # rows per KV-head GEMM
         rows = q.shape[0] * q.shape[1] * group
-        block_chunks = block_chunks or default_block_chunks(rows, kr.shape[0])
+        block_chunks = block_chunks or default_block_chunks(rows, kr.shape[0],
+                                                            kr_scale is not None)
         partials = chunk_partials
     partial = partials(
         q,

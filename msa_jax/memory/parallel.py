@@ -54,8 +54,8 @@ class ShardedMemoryView(MemoryView):
     chunk_local_doc [S*Cs]: each row's document index inside its shard (-1 empty);
     local_doc_slot [S*Ms]: the bank slot of each shard-local document (-1 empty)."""
 
-    chunk_local_doc: Array
-    local_doc_slot: Array
+    chunk_local_doc: Array = None  # defaults only because MemoryView's last field has one
+    local_doc_slot: Array = None
 
 
 def memory_mesh(data: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:

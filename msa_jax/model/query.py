@@ -35,6 +35,8 @@ class MemoryView:
     chunk_doc [C] int32 (-1: empty slot); doc_chunk_offset, doc_num_chunks [M] int32.
     routing_scale: None for a float routing tier; for an int8 one (msa_jax.memory.quantize), per
     router layer slot the [C, K] float32 scales (routing_keys[r] * routing_scale[r][..., None]).
+    unit_keys: the routing keys (dequantised) are already unit vectors per head, so cosine
+    scoring skips their per-question normalisation (MemoryBank.view(unit_keys=True)).
     """
 
     routing_keys: Array
@@ -45,6 +47,7 @@ class MemoryView:
     doc_num_chunks: Array
     routing_scale: Array | None
     max_doc_chunks: int = flax.struct.field(pytree_node=False)
+    unit_keys: bool = flax.struct.field(pytree_node=False, default=False)
 
     @property
     def num_docs(self) -> int:
@@ -74,7 +77,8 @@ def local_select(cfg: ModelConfig, memory: "MemoryView", r: int, qr: Array,
                  routing_mask: Array) -> "RoutingInfo":
     scale = None if memory.routing_scale is None else memory.routing_scale[r]
     doc_scores = document_scores(cfg, qr, routing_mask, memory.routing_keys[r], memory.chunk_doc,
-                                 memory.num_docs, cfg.msa.inference_cosine, scale)  # [B, M]
+                                 memory.num_docs, cfg.msa.inference_cosine, scale,
+                                 keys_unit=memory.unit_keys)  # [B, M]
     ids, scores, valid = select_documents(doc_scores, cfg.msa.top_k_docs)
     return RoutingInfo(ids, scores, valid, doc_scores)
 

@@ -64,7 +64,7 @@ def memory_recall(cfg: ModelConfig, params, questions: Sequence[EvalQuestion],
     missing = [q.target for q in questions if q.target not in slot]
     if missing:
         raise InputError(f"eval question targets {missing[:3]} are not in the memory bank")
-    view = bank.view()
+    view = bank.view(unit_keys=cfg.msa.inference_cosine)
     pk, pv = jnp.asarray(bank.prefix_k), jnp.asarray(bank.prefix_v)
     ranks = [[] for _ in cfg.msa.router_layers]
     for i in range(0, len(questions), batch_size):

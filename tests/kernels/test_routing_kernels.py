@@ -205,6 +205,14 @@ def test_default_tiles_few_rows(rows, chunks, whole):
     assert bc == (chunks if whole else reference.BLOCK_CHUNKS)
 
 
+@pytest.mark.parametrize("rows,chunks", [(1, 10**7), (4, 156_250), (16, 1000)])
+def test_default_tiles_int8(rows, chunks):
+    """An int8 tier with few rows is scanned in tiles of INT8_BLOCK_CHUNKS (its dequantisation
+    is not fused into a whole-tier pass), or in one tile if smaller."""
+    bc = reference.default_block_chunks(rows, chunks, quantized=True)
+    assert bc == min(chunks, reference.INT8_BLOCK_CHUNKS)
+
+
 @pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[5], CASES[7]], ids=lambda c: c.name)
 def test_default_tiling_matches_oracle(case, monkeypatch):
     """The default tile rule's loop (several tiles and a ragged remainder) against float64."""
