@@ -4,17 +4,24 @@ are that size's own.
 
     python benchmarks/memory/bank_scaling.py                       # 16K, 1M, 10M
     python benchmarks/memory/bank_scaling.py --sizes=16K,1M,10M,100M --out=outputs/bank
+    python benchmarks/memory/bank_scaling.py --sizes=16K,1M,10M,100M \
+        --model=models/msa-tiny-demo --dtype=bfloat16 --routing_dtype=int8
 
-A random `tiny-msa` model (vocabulary 32768, float32 tiers: 96 B per memory token; speed and
-memory do not depend on the weights). Banks up to --encode_max tokens are encoded for real
-(stage 1 on documents of 200-500 tokens); larger ones get random pooled chunks of the same
-shapes through the same `MemoryBank.append` (encoding throughput is measured on the encoded
-sizes and by benchmarks/memory_latency.py). Per size:
+A random `tiny-msa` model by default (vocabulary 32768, float32 tiers: 96 B per memory token),
+or `--model=DIR` (a saved model, e.g. models/msa-tiny-demo, the demo-sized model), tiers of
+`--dtype` / `--routing_dtype` (speed and memory do not depend on the weights). Banks up to
+--encode_max tokens are encoded for real (stage 1 on documents of 200-500 tokens); larger ones
+get random pooled chunks of the same shapes through the same `MemoryBank.append` (encoding
+throughput is measured on the encoded sizes and by benchmarks/memory/encode_throughput.py).
+Per size:
 - build: seconds and peak RSS of build + `save_bank` (one process);
 - disk: bytes of each tier file; tier bytes in theory (`MemoryBank.tier_bytes`);
 - load: seconds of `load_bank` (checksums on, checked per segment on first read) in a fresh
-  process; then `view()` (seconds, RSS after), then `--questions` questions of a 72-token
-  routing query (`ask_tokens`, 32 new tokens): median latency, RSS after them, and the peak.
+  process; then `view()` as `ask` builds it (seconds, RSS after), then `--questions` questions
+  of a 72-token routing query (`ask_tokens`, 32 new tokens): median latency, RSS after them,
+  and the peak; then the routing scan alone on the same view (every router layer, as `ask`
+  runs it), its share of a question, and its bandwidth floor (the view's routing tier bytes /
+  a NumPy copy's bandwidth measured in the same process, read + write bytes).
 Targets (issue 11): peak RSS of build + save <= tier bytes + 2 GiB; load <= 5 s at 100M; RSS
 after 10 questions <= 1.2 x tier bytes + 2 GiB; latency at 10M within 2x of 16K. Nothing here is
 a test: it prints what it measured, and which resource stopped a size that did not finish.
