@@ -323,12 +323,15 @@ class MemoryBank(DocumentSlots):
         float64) tier's keys are then normalised once here, an int8 tier gets the scales that
         make each dequantised head a unit vector (memory/unit_keys.py), and the scan skips
         normalising every key per question (~10x less scan time on XLA:CPU); the scores are the
-        same up to float rounding. A bfloat16 view tier cannot hold unit vectors exactly (its
-        rounding moves a norm by up to ~0.4 %), so it is left as it is and normalised per
-        question.
+        same up to float rounding. A bfloat16 tier cannot hold unit vectors exactly (its
+        rounding moves a norm by up to ~0.4 %): on the CPU backend its view is float32 unit
+        keys (twice its bytes; XLA:CPU also scans bfloat16 ~8x slower than float32), elsewhere
+        it is left as it is and normalised per question.
         """
-        unit = unit_keys and (self.spec.quantized or np.dtype(self.spec.row_format(
-            "routing_keys")[0]).itemsize >= 4)
+        narrow = not self.spec.quantized and np.dtype(
+            self.spec.row_format("routing_keys")[0]).itemsize < 4  # a bfloat16 routing tier
+        upcast = unit_keys and narrow and jax.default_backend() == "cpu"
+        unit = unit_keys and (not narrow or upcast)
         key = (id(put), unit)
         if key in self._view_cache:
             return self._view_cache[key]
@@ -344,7 +347,8 @@ class MemoryBank(DocumentSlots):
             dtype, shape = self.spec.row_format(name)
             for r in range(self.spec.num_router_layers):
                 # [C, K, H], or scales [C, K]; aligned, so that a CPU device_put aliases it
-                arr = aligned_empty((c_cap,) + shape[1:], dtype)
+                arr = aligned_empty((c_cap,) + shape[1:], np.float32 if upcast and
+                                    name == "routing_keys" else dtype)
                 if unit and name == SCALE:  # int8: scales that make the heads unit vectors
                     unit_scales(self.rows("routing_keys")[:, r], self.rows(name)[:, r], arr[:n],
                                 ROUTING_EPS)
