@@ -78,7 +78,7 @@ def local_select(cfg: ModelConfig, memory: "MemoryView", r: int, qr: Array,
     scale = None if memory.routing_scale is None else memory.routing_scale[r]
     doc_scores = document_scores(cfg, qr, routing_mask, memory.routing_keys[r], memory.chunk_doc,
                                  memory.num_docs, cfg.msa.inference_cosine, scale,
-                                 keys_unit=memory.unit_keys)  # [B, M]
+                                 unit_keys=memory.unit_keys)  # [B, M]
     ids, scores, valid = select_documents(doc_scores, cfg.msa.top_k_docs)
     return RoutingInfo(ids, scores, valid, doc_scores)
 

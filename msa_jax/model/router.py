@@ -73,10 +73,10 @@ def gather_rows(qr: Array, index: Array) -> Array:
 
 def document_scores(cfg: ModelConfig, qr: Array, routing_mask: Array, routing_keys: Array,
                     chunk_doc: Array, num_docs: int, cosine: bool,
-                    routing_scale: Array | None = None, keys_unit: bool = False) -> Array:
+                    routing_scale: Array | None = None, unit_keys: bool = False) -> Array:
     """qr [B, T, N, H] raw router queries; routing_keys [C, K, H] (int8 with routing_scale
     [C, K]) -> doc scores [B, M] float32 (float64 for a float64 model; -inf for documents that
-    are absent or rows without routing tokens). keys_unit: the keys (dequantised) are unit
+    are absent or rows without routing tokens). unit_keys: the keys (dequantised) are unit
     vectors already, so cosine is the dot product of the normalised query with them (the scan
     then streams the tier once, not normalising every key per question)."""
     msa = cfg.msa
@@ -84,7 +84,7 @@ def document_scores(cfg: ModelConfig, qr: Array, routing_mask: Array, routing_ke
     q = routing_query(qr, cfg.head_dim, cosine)  # unit vectors for cosine
     return routing_doc_scores(
         q, mask, routing_keys, chunk_doc, num_docs=num_docs,
-        similarity="cosine" if cosine and not keys_unit else "dot", scale=1.0,
+        similarity="cosine" if cosine and not unit_keys else "dot", scale=1.0,
         head_reduce=msa.head_reduce,
         query_reduce=query_reduce, chunk_reduce=msa.chunk_reduce,
         implementation=cfg.kernel_implementation, interpret=cfg.kernel_interpret,
