@@ -128,15 +128,18 @@ def build(size: int, path: str, args) -> dict:
             "tier_bytes": dict(bank.tier_bytes()), "build_save_peak_rss_gib": peak_gib()}
 
 
-def scan_probe(model, view, packed, repeats: int = 5) -> dict:
+def scan_probe(model, view, packed, repeats: int = 6) -> dict:
     """The routing scan alone, as `ask` runs it (router.routing_rows + gather_rows +
     query.local_select, every router layer, jitted with the query, mask and view as inputs), on
     the real view; and, interleaved with it, the copy bandwidth (a NumPy copy of the routing
-    tier's size, STREAM read + write), for the scan's bandwidth floor. Best of `repeats`."""
+    tier's size, STREAM read + write), for the scan's bandwidth floor. Best of `repeats`
+    (cpu_routing_bandwidth.measure)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
+    sys.path.insert(0, os.path.join(REPO, "benchmarks", "kernels"))
+    from cpu_routing_bandwidth import measure
     from msa_jax.model.query import local_select
     from msa_jax.model.router import gather_rows, routing_rows
 
@@ -157,18 +160,11 @@ def scan_probe(model, view, packed, repeats: int = 5) -> dict:
         a.nbytes for a in (view.routing_scale or ()))
     src = np.ones(max(tier, 256 << 20) // 4, np.float32)
     dst = np.empty_like(src)
-    jax.block_until_ready(scan(qr, routing, view))  # compile
-    best = {"scan": float("inf"), "copy": float("inf")}
-    for _ in range(repeats):
-        for name, fn in (("scan", lambda: jax.block_until_ready(scan(qr, routing, view))),
-                         ("copy", lambda: np.copyto(dst, src))):
-            t0 = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
+    best = measure(dict(scan=lambda: scan(qr, routing, view),
+                        copy=lambda: np.copyto(dst, src)), repeats)
     copy_bps = 2 * src.nbytes / best["copy"]
-    floor = tier / copy_bps
     return {"scan_s": best["scan"], "routing_tier_view_bytes": tier, "copy_gbs": copy_bps / 1e9,
-            "scan_bandwidth_floor_s": floor}
+            "scan_bandwidth_floor_s": tier / copy_bps}
 
 
 def query(path: str, args) -> dict:

@@ -95,14 +95,15 @@ def _random_task(model, sizes, n_questions, rng):
 
 def _eval_task(model, sizes, n_questions, seed):
     """Held-out fact documents (the largest size's memory; smaller sizes are its prefixes, so
-    every question's document and hard negative are placed first) and their questions."""
+    every question's document is placed first) and their questions."""
     ev = make_eval_set(n_questions, sizes[-1], hops=1, hard_negatives=1, seed=seed + 1)
     docs, questions = eval_inputs(ev, model.tokenizer, model.template)
     slot = {d.id: i for i, d in enumerate(docs)}
-    needed = sorted({slot[q.target] for q in questions})
-    if needed and needed[-1] >= sizes[0]:
-        first = [docs[i] for i in needed] + [d for i, d in enumerate(docs) if i not in set(needed)]
-        docs, slot = first, {d.id: i for i, d in enumerate(first)}
+    needed = {slot[q.target] for q in questions}
+    if needed and max(needed) >= sizes[0]:
+        docs = [docs[i] for i in sorted(needed)] + [d for i, d in enumerate(docs)
+                                                    if i not in needed]
+        slot = {d.id: i for i, d in enumerate(docs)}
     rows = [q.row for q in questions]
     targets = [slot[q.target] for q in questions]
     return docs, {n: (rows, targets) for n in sizes}
