@@ -396,7 +396,8 @@ def _placement_of(cfg, bank: MemoryBank, placement):
     placement (msa_jax.memory.parallel) that shards the tiers."""
     if placement is None:
         return bank.view(unit_keys=cfg.msa.inference_cosine), None, None
-    return placement.view(bank), placement.select, placement.fetch
+    return (placement.view(bank, unit_keys=cfg.msa.inference_cosine), placement.select,
+            placement.fetch)
 
 
 def from_pretrained(path: str, dtype: str | None = None, msa: MSAConfig | None = None,

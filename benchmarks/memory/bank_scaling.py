@@ -6,6 +6,7 @@ are that size's own.
     python benchmarks/memory/bank_scaling.py --sizes=16K,1M,10M,100M --out=outputs/bank
     python benchmarks/memory/bank_scaling.py --sizes=16K,1M,10M,100M \
         --model=models/msa-tiny-demo --dtype=bfloat16 --routing_dtype=int8
+    python benchmarks/memory/bank_scaling.py --sizes=10M --shards=4    # memory parallel
 
 A random `tiny-msa` model by default (vocabulary 32768, float32 tiers: 96 B per memory token),
 or `--model=DIR` (a saved model, e.g. models/msa-tiny-demo, the demo-sized model), tiers of
@@ -22,6 +23,9 @@ Per size:
   and the peak; then the routing scan alone on the same view (every router layer, as `ask`
   runs it), its share of a question, and its bandwidth floor (the view's routing tier bytes /
   a NumPy copy's bandwidth measured in the same process, read + write bytes).
+- with --shards N, memory parallel: the view is a MemoryPlacement over N CPU devices (content
+  tier in pinned host memory), each shard filled from its own documents' rows of the
+  memory-mapped tier files; the questions run under it; no scan probe.
 Targets (issue 11): peak RSS of build + save <= tier bytes + 2 GiB; load <= 5 s at 100M; RSS
 after 10 questions <= 1.2 x tier bytes + 2 GiB; latency at 10M within 2x of 16K. Nothing here is
 a test: it prints what it measured, and which resource stopped a size that did not finish.
@@ -168,35 +172,49 @@ def scan_probe(model, view, packed, repeats: int = 6) -> dict:
 
 
 def query(path: str, args) -> dict:
-    """Child process: load the bank, build its view, ask `args.questions` questions of a
-    72-token routing query; then time the routing scan alone (scan_probe)."""
+    """Child process: load the bank, build its view (with --shards: a MemoryPlacement over
+    that many CPU devices, content tier in pinned host memory), ask `args.questions` questions
+    of a 72-token routing query; then (one device) time the routing scan alone (scan_probe)."""
     from msa_jax.inference.memory_generate import CONTEXT, ROUTING, QueryRow, pack_rows
     from msa_jax.memory.store import load_bank
 
     model = bench_model(args.model)
+    placement = None
+    if args.shards:
+        from msa_jax.memory.parallel import MemoryPlacement
+        placement = MemoryPlacement()  # every device (--shards CPU devices) on the memory axis
     base = rss_gib()
     t = time.perf_counter()
     bank = load_bank(path)
     out = {"load_s": time.perf_counter() - t, "rss_after_load_gib": rss_gib(),
            "rss_before_load_gib": base}
     t = time.perf_counter()
-    view = bank.view(unit_keys=model.cfg.msa.inference_cosine)  # as `ask` builds it
-    out.update(view_s=time.perf_counter() - t, rss_after_view_gib=rss_gib())
+    unit = model.cfg.msa.inference_cosine  # as `ask` builds the view
+    view = placement.view(bank, unit_keys=unit) if placement else bank.view(unit_keys=unit)
+    out.update(view_s=time.perf_counter() - t, rss_after_view_gib=rss_gib(),
+               view_peak_rss_gib=peak_gib())
+    if placement:
+        out["shard_chunks"] = placement.plan(bank).shard_chunks
     row = QueryRow.build((list(range(100, 172)), ROUTING), (list(range(200, 216)), CONTEXT))
     times = []
     for _ in range(args.questions + 1):  # the first compiles
         t = time.perf_counter()
-        model.ask_tokens([row], bank, max_new_tokens=32)
+        model.ask_tokens([row], bank, max_new_tokens=32, placement=placement)
         times.append(time.perf_counter() - t)
     out.update(first_question_s=times[0], question_s=statistics.median(times[1:]),
                rss_after_questions_gib=rss_gib(), query_peak_rss_gib=peak_gib())
-    out.update(scan_probe(model, view, pack_rows(model.cfg, [row])))
+    if not placement:
+        out.update(scan_probe(model, view, pack_rows(model.cfg, [row])))
     return out
 
 
-def _child(args: list[str]) -> dict:
+def _child(args: list[str], devices: int = 0) -> dict:
+    env = dict(os.environ)
+    if devices:  # before JAX starts in the child
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                            f" --xla_force_host_platform_device_count={devices}").strip()
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), *args],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         why = "killed by signal %d" % -proc.returncode if proc.returncode < 0 else \
             f"exit {proc.returncode}"
@@ -229,7 +247,8 @@ def one_size(size: int, args) -> dict:
           f"{row['build_save_peak_rss_gib']:.2f} GiB (target <= {tier + 2:.2f}); tiers "
           f"{tier:.2f} GiB, on disk {sum(row['disk_bytes'].values()) / 2 ** 30:.2f} GiB",
           flush=True)
-    q = _child(["--child=query", f"--path={path}", f"--questions={args.questions}", *opts])
+    q = _child(["--child=query", f"--path={path}", f"--questions={args.questions}",
+                f"--shards={args.shards}", *opts], args.shards)
     row["query"] = q
     if "error" in q:
         print(f"  query stopped: {q['error']}")
@@ -237,7 +256,9 @@ def one_size(size: int, args) -> dict:
         print(f"  load {q['load_s']:.2f} s, view {q['view_s']:.1f} s; question "
               f"{q['question_s'] * 1e3:.0f} ms (median of {args.questions}); RSS after the "
               f"questions {q['rss_after_questions_gib']:.2f} GiB (target <= "
-              f"{1.2 * tier + 2:.2f}), peak {q['query_peak_rss_gib']:.2f}", flush=True)
+              f"{1.2 * tier + 2:.2f}), peak {q['query_peak_rss_gib']:.2f} (building the view: "
+              f"{q['view_peak_rss_gib']:.2f})", flush=True)
+    if "scan_s" in q:
         print(f"  routing scan alone {q['scan_s'] * 1e3:.1f} ms ({q['scan_s'] / q['question_s']:.0%} "
               f"of a question); bandwidth floor {q['scan_bandwidth_floor_s'] * 1e3:.1f} ms "
               f"({q['routing_tier_view_bytes'] / 2 ** 20:.0f} MiB at {q['copy_gbs']:.1f} GB/s "
@@ -262,6 +283,9 @@ def main(argv=None):
     p.add_argument("--work", default="outputs/bank_scaling/banks")
     p.add_argument("--out", default="outputs/bank_scaling")
     p.add_argument("--keep", action="store_true", help="keep the banks")
+    p.add_argument("--shards", type=int, default=0,
+                   help="memory parallel: the view as a MemoryPlacement over this many CPU "
+                        "devices (each filled from its own documents' rows of the tier files)")
     p.add_argument("--child", default="", help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--path", default="", help=argparse.SUPPRESS)

@@ -104,6 +104,13 @@ class BankSpec:
         return (n, self.num_router_layers, self.num_kv_heads, self.head_dim)
 
     @property
+    def narrow_routing(self) -> bool:
+        """A float routing tier narrower than float32 (bfloat16): it cannot hold unit vectors
+        exactly, so a unit-key view upcasts it (`view`, on CPU) or leaves it to be normalised
+        per question."""
+        return not self.quantized and np.dtype(self.row_format("routing_keys")[0]).itemsize < 4
+
+    @property
     def np_dtype(self) -> np.dtype:
         return np.dtype(jnp.dtype(self.dtype))
 
@@ -328,8 +335,7 @@ class MemoryBank(DocumentSlots):
         keys (twice its bytes; XLA:CPU also scans bfloat16 ~8x slower than float32), elsewhere
         it is left as it is and normalised per question.
         """
-        narrow = not self.spec.quantized and np.dtype(
-            self.spec.row_format("routing_keys")[0]).itemsize < 4  # a bfloat16 routing tier
+        narrow = self.spec.narrow_routing
         upcast = unit_keys and narrow and jax.default_backend() == "cpu"
         unit = unit_keys and (not narrow or upcast)
         key = (id(put), unit)

@@ -28,6 +28,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from kernels_pallas import topk_documents
 from kernels_pallas.common import next_pow2
+from kernels_pallas.routing.reference import EPS as ROUTING_EPS  # cosine's norm floor
 from msa_jax.config import ModelConfig
 from msa_jax.memory import capacity
 from msa_jax.memory.bank import SCALE, MemoryBank
@@ -36,6 +37,7 @@ from msa_jax.memory.encoder import DocInput, encode_documents
 from msa_jax.memory.host_arrays import release_pages
 from msa_jax.memory.host_fetch import CHUNK_ROWS, DATA, DOC_ROWS, MEMORY, HostFetch
 from msa_jax.memory.shard_plan import ShardPlan, plan_bank
+from msa_jax.memory.unit_keys import unit_rows, unit_scales
 from msa_jax.model.query import MemoryView, RoutingInfo
 from msa_jax.model.router import document_scores
 from msa_jax.sharding import fitted_spec, make_mesh, replicated
@@ -106,7 +108,7 @@ class ShardedSelect:
         def shard(qr, mask, kr, local_doc, doc_slot, *scale):  # qr [b,T,N,H]; kr [Cs,K,H];
             # doc_slot [Ms]; scale: () or ([Cs, K] of an int8 tier)
             scores = document_scores(cfg, qr, mask, kr, local_doc, ms, cfg.msa.inference_cosine,
-                                     *scale)  # [b, Ms]
+                                     *scale, unit_keys=memory.unit_keys)  # [b, Ms]
             top, local = topk_documents(scores, local_k)  # [b, k']
             slot = jnp.where(jnp.isfinite(top), doc_slot[local], NO_SLOT)
             gather = lambda x: lax.all_gather(x, MEMORY, axis=1, tiled=True,  # noqa: E731
@@ -120,6 +122,19 @@ class ShardedSelect:
             out_specs=(rows,) * 3)(qr, routing_mask, memory.routing_keys[r],
                                       memory.chunk_local_doc, memory.local_doc_slot, *scale)
         return RoutingInfo(ids, scores, valid, None)
+
+
+def _slab(plan: ShardPlan, bank, name: str, r: int, s: int, unit: bool, *rows) -> np.ndarray:
+    """Shard s's slab of `name` for router layer r (`rows`: ShardPlan.tier_slab's window of an
+    append); for a unit-key view normalised in place (memory/unit_keys.py): float routing rows
+    -> unit rows, an int8 tier's scales -> the scales that make its heads unit vectors."""
+    slab = plan.tier_slab(s, bank.tier(name)[r], *rows)
+    if unit and name == SCALE:
+        unit_scales(plan.tier_slab(s, bank.tier("routing_keys")[r], *rows), slab, slab,
+                    ROUTING_EPS)
+    elif unit and name == "routing_keys" and not bank.spec.quantized:
+        unit_rows(slab, slab, ROUTING_EPS)
+    return slab
 
 
 @dataclasses.dataclass
@@ -217,18 +232,28 @@ class MemoryPlacement:
                        total)
 
     # -- the view --------------------------------------------------------------------------------
-    def view(self, bank) -> ShardedMemoryView:
+    def view(self, bank, unit_keys: bool = False) -> ShardedMemoryView:
         """The sharded MemoryView of `bank`, cached until the bank changes; appended documents
-        are written into the existing tiers in place (only their rows move) when they fit."""
+        are written into the existing tiers in place (only their rows move) when they fit.
+
+        `unit_keys` (cosine routing, `cfg.msa.inference_cosine`; as `MemoryBank.view`): each
+        shard's routing rows are normalised once as the shard is filled (float32 rows; an int8
+        tier's scales), and the scan skips normalising every key per question, which on XLA:CPU
+        also writes a normalised copy of the shard's tier on every question. A bfloat16 tier is
+        left as it is and normalised per question (it cannot hold unit vectors exactly)."""
+        unit = unit_keys and not bank.spec.narrow_routing
         snap = _snapshot(bank)
         placed = self._placed.get(bank)
+        if placed is not None and placed.view.unit_keys != unit:
+            placed = None  # laid out for the other scoring: rebuilt
         if placed is not None and placed.snapshot == snap:
             return placed.view
         grown = self._append(bank, placed, snap) if placed is not None else None
         if grown is None:
             plan = self.plan(bank)
             self.check_capacity(bank, plan)
-            grown = _Placed(plan, self._assemble(bank, plan, self._tiers(bank, plan)), snap)
+            grown = _Placed(plan, self._assemble(bank, plan, self._tiers(bank, plan, unit), unit),
+                            snap)
             self.stats["built"] += 1
         else:
             self.stats["appended"] += 1
@@ -244,7 +269,9 @@ class MemoryPlacement:
         docs = [d if isinstance(d, DocInput) else DocInput(str(first + i), tuple(map(int, d)))
                 for i, d in enumerate(docs)]
         kwargs.setdefault("show_progress", False)
-        return encode_documents(cfg, params, docs, bank=bank, on_block=self.view, **kwargs)
+        def on_block(b):  # the view `ask` will use
+            return self.view(b, unit_keys=cfg.msa.inference_cosine)
+        return encode_documents(cfg, params, docs, bank=bank, on_block=on_block, **kwargs)
 
     # -- building arrays -------------------------------------------------------------------------
     def _sharded(self, shape, spec: PartitionSpec, kind: str, make, rows: int) -> Array:
@@ -269,15 +296,16 @@ class MemoryPlacement:
     def _kind(self, name: str) -> str:
         return "device" if name in ("routing_keys", SCALE) else self.content_memory_kind
 
-    def _tiers(self, bank, plan: ShardPlan) -> dict[str, tuple[Array, ...]]:
+    def _tiers(self, bank, plan: ShardPlan, unit: bool) -> dict[str, tuple[Array, ...]]:
         """Per stored array (the tiers, the scales of an int8 routing tier), R arrays [S*Cs, K, H]
-        (scales [S*Cs, K]), one per router layer."""
+        (scales [S*Cs, K]), one per router layer; `unit`: routing rows normalised (_unit_slab)."""
         rows = plan.num_shards * plan.shard_chunks
 
         def layer(name: str, r: int) -> Array:
-            tier = bank.tier(name)[r]  # [C, K, H], this process's chunks
-            return self._sharded((rows,) + tier.shape[1:], CHUNK_ROWS, self._kind(name),
-                                 lambda i: plan.tier_slab(i, tier), plan.shard_chunks)  # built now
+            shape = bank.tier(name).shape[2:]  # of [R, C, K, H], this process's chunks
+            return self._sharded((rows,) + shape, CHUNK_ROWS, self._kind(name),
+                                 lambda i: _slab(plan, bank, name, r, i, unit),
+                                 plan.shard_chunks)  # built now
 
         tiers = {}
         for name in bank.spec.arrays:
@@ -285,14 +313,14 @@ class MemoryPlacement:
             release_pages(bank.tier(name))  # a loaded bank's mapped pages: copied, reclaimable
         return tiers
 
-    def _assemble(self, bank, plan: ShardPlan, tiers: dict) -> ShardedMemoryView:
+    def _assemble(self, bank, plan: ShardPlan, tiers: dict, unit: bool) -> ShardedMemoryView:
         s, cs, ms = plan.num_shards, plan.shard_chunks, plan.shard_docs
         per_chunk = lambda f: self._sharded((s * cs,), CHUNK_ROWS, "device", f, cs)  # noqa: E731
         offset, count = plan.doc_arrays()
         return ShardedMemoryView(
             tiers["routing_keys"], tiers["content_k"], tiers["content_v"],
             per_chunk(plan.chunk_doc), self._replicated(offset), self._replicated(count),
-            tiers.get(SCALE), max_doc_chunks=plan.max_doc_chunks,
+            tiers.get(SCALE), max_doc_chunks=plan.max_doc_chunks, unit_keys=unit,
             chunk_local_doc=per_chunk(lambda i: plan.chunk_doc(i, local=True)),
             local_doc_slot=self._sharded((s * ms,), DOC_ROWS, "device", plan.local_doc_slot, ms))
 
@@ -310,16 +338,17 @@ class MemoryPlacement:
             return None
         starts = self._sharded((old.num_shards,), CHUNK_ROWS, "device",
                                lambda i: used[i:i + 1].astype(np.int32), 1)
+        unit = placed.view.unit_keys
         tiers = {}
         for name in bank.spec.arrays:
             kind, layers = self._kind(name), []
             shape = (old.num_shards * width,) + bank.spec.row_format(name)[1][1:]
             for r, current in enumerate(getattr(placed.view, name)):
-                rows = self._sharded(shape, CHUNK_ROWS, kind, lambda i, t=bank.tier(name)[r]:
-                                     plan.tier_slab(i, t, n, used[i], width), width)  # [S*u,K,H]
+                rows = self._sharded(shape, CHUNK_ROWS, kind, lambda i, r=r: _slab(
+                    plan, bank, name, r, i, unit, n, used[i], width), width)  # [S*u, K, H]
                 layers.append(self._writer(kind)(current, rows, starts))
             tiers[name] = tuple(layers)
-        return _Placed(plan, self._assemble(bank, plan, tiers), snap)
+        return _Placed(plan, self._assemble(bank, plan, tiers, unit), snap)
 
     def _writer(self, kind: str):
         """jit: (tier [S*Cs, ...], rows [S*u, ...], starts [S]) -> tier with shard s's rows

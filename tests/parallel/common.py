@@ -52,11 +52,13 @@ class Result:
         return cls(d["tokens"], d["slots"], d["scores"], np.asarray(d["logits"], np.float32))
 
 
-def run(model, bank, rows, placement=None) -> Result:
-    """Prefill and decode `rows` against `bank` (on one device, or on `placement`)."""
+def run(model, bank, rows, placement=None, unit_keys: bool = False) -> Result:
+    """Prefill and decode `rows` against `bank` (on one device, or on `placement`), its view
+    with `unit_keys` or not."""
     import jax.numpy as jnp
     from msa_jax.inference.memory_generate import generate_from_memory
-    view = bank.view() if placement is None else placement.view(bank)
+    view = bank.view(unit_keys=unit_keys) if placement is None else placement.view(
+        bank, unit_keys=unit_keys)
     select = None if placement is None else placement.select
     fetch = None if placement is None else placement.fetch
     new, pre = generate_from_memory(model.cfg, model.params, view, jnp.asarray(bank.prefix_k),
@@ -112,13 +114,15 @@ def assert_same_result(ref: Result, got: Result, score_tol=1e-6, logit_tol=1e-5,
     np.testing.assert_allclose(got.logits, ref.logits, rtol=0, atol=logit_tol, err_msg=where)
 
 
-def synthetic_bank(num_docs: int, seed: int = 1, templates: int = 6, max_chunks: int = 5):
-    """A bank of small-integer tiers (shapes of tiny-msa: R 2, K 2, H 16), no model needed.
+def synthetic_bank(num_docs: int, seed: int = 1, templates: int = 6, max_chunks: int = 5,
+                   dtype: str = "float32"):
+    """A bank of small-integer tiers (shapes of tiny-msa: R 2, K 2, H 16) of `dtype` (small
+    integers are exact in bfloat16 too), no model needed.
     Documents repeat `templates` distinct contents, so many scores tie exactly (integer
     arithmetic is exact in float32), at the top-k boundary too."""
     from msa_jax.memory.bank import BankSpec, MemoryBank
     rng = np.random.default_rng(seed)
-    spec = BankSpec("synthetic", 2, 2, 16, 8, "float32")
+    spec = BankSpec("synthetic", 2, 2, 16, 8, dtype)
     shapes = [int(c) for c in rng.integers(1, max_chunks + 1, size=templates)]
     shapes[0] = max_chunks  # so every bank built here has the same max_doc_chunks
     kinds = [{n: rng.integers(-2, 3, size=spec.chunk_shape(c)).astype(np.float32)

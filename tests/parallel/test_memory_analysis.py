@@ -7,6 +7,7 @@ and the GPU lowering (jax.export for "cuda", no GPU needed), whose host->device 
 `annotate_device_placement` ops.
 """
 
+import dataclasses
 import re
 
 import jax
@@ -84,16 +85,29 @@ def test_device_bytes_do_not_grow_with_the_bank(placement, views):
     assert grew >= tier_grew  # the tier itself is an argument (host memory), never a temp
 
 
+def test_a_bfloat16_content_tier_is_not_copied(placement):
+    """XLA:CPU computed a loop's bfloat16 window updates in float32 and converted the whole
+    tier shard to float32 for them, on every question (CPU meshes slice without the loop:
+    host_fetch._own_windows)."""
+    views = {name: placement.view(common.synthetic_bank(n, dtype="bfloat16"))
+             for name, n in SIZES.items()}
+    assert views["small"].content_k[0].dtype == "bfloat16"
+    stats = {name: fetch_step(placement).lower(v, *selection()).compile().memory_analysis()
+             for name, v in views.items()}
+    assert stats["large"].temp_size_in_bytes == stats["small"].temp_size_in_bytes  # 4x the tier
+
+
 def route_step(placement):
     """One router layer's routing for a question batch: select (sharded scoring and top-k),
-    then fetch."""
+    then fetch, as a GPU program moves windows (only the owned ones, in a loop)."""
     cfg = msa_jax.preset("tiny-msa")
+    fetch = dataclasses.replace(placement.fetch, window_loop=True)
 
     def step(view, qr, mask):
         info = placement.select(cfg, view, 0, qr, mask)
         idx, _ = selected_chunks(info.doc_ids, info.valid, view.doc_chunk_offset,
                                  view.doc_num_chunks, view.max_doc_chunks)
-        return placement.fetch(view, 0, idx)
+        return fetch(view, 0, idx)
 
     return jax.jit(step)
 
