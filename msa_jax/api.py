@@ -184,17 +184,20 @@ class MSAModel:
 
     def encode_memory(self, docs, bank: MemoryBank | None = None, block_tokens: int | None = None,
                       journal: str | None = None, progress: bool = True,
-                      dtype: str | None = None, routing_dtype: str | None = None) -> MemoryBank:
+                      dtype: str | None = None, routing_dtype: str | None = None,
+                      devices=None) -> MemoryBank:
         """Encode documents (texts, token-id lists, `Document`s, or {id: text}) into a bank
         (a new one, or appended to `bank`). Text is wrapped as the reference does
         (`self.template.document`, msa_jax/data/template.py). dtype: of a new bank's tiers
         (default: the model's compute dtype); routing_dtype: of its routing tier if not dtype
-        (float32, bfloat16, or int8: per-chunk scaled, msa_jax.memory.quantize)."""
+        (float32, bfloat16, or int8: per-chunk scaled, msa_jax.memory.quantize). devices: None,
+        "local" (blocks spread over every local device, e.g. one CPU device per core) or a list
+        (msa_jax.memory.encoder.encode_devices)."""
         self.require_msa("encode memory")
         return encode_documents(self.cfg, self.params, self._doc_inputs(docs), bank=bank,
                                 block_tokens=block_tokens, journal=journal,
                                 show_progress=progress, dtype=dtype,
-                                routing_dtype=routing_dtype)
+                                routing_dtype=routing_dtype, devices=devices)
 
     def require_msa(self, action: str = "use a memory bank"):
         """BankError naming the model and how to upgrade it, if it is a plain Qwen3 model."""

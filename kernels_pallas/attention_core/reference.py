@@ -20,7 +20,7 @@ def _precision(dtype):
     return lax.Precision.HIGHEST if wide else lax.Precision.DEFAULT
 
 
-def _attend_chunk(q, q_seg, q_pos, k, v, k_seg, k_pos, scale):
+def attend_chunk(q, q_seg, q_pos, k, v, k_seg, k_pos, scale):
     """q [B, T, N, H]; k, v [B, S, K, H]; metadata int32 -> [B, T, N, H] in
     common.accum_dtype(q.dtype) (float32, or float64 for float64 inputs).
 
@@ -57,7 +57,7 @@ def masked_attention(q, q_seg, q_pos, k, v, k_seg, k_pos, *, scale: float, block
     in q.dtype (accumulated in common.accum_dtype(q.dtype): float32, or float64)."""
     t = q.shape[1]
     if t <= block_q:
-        return _attend_chunk(q, q_seg, q_pos, k, v, k_seg, k_pos, scale).astype(q.dtype)
+        return attend_chunk(q, q_seg, q_pos, k, v, k_seg, k_pos, scale).astype(q.dtype)
     tp = common.round_up(t, block_q)
     nc = tp // block_q
 
@@ -68,7 +68,7 @@ def masked_attention(q, q_seg, q_pos, k, v, k_seg, k_pos, *, scale: float, block
     @jax.checkpoint
     def one(args):
         qc, sc, pc = args
-        return _attend_chunk(qc, sc, pc, k, v, k_seg, k_pos, scale)
+        return attend_chunk(qc, sc, pc, k, v, k_seg, k_pos, scale)
 
     out = lax.map(one, (chunks(q, 0), chunks(q_seg, -1), chunks(q_pos, 0)))  # [nc, B, bq, N, H]
     out = jnp.moveaxis(out, 0, 1).reshape(q.shape[0], tp, *q.shape[2:])

@@ -190,6 +190,23 @@ def config_setting(config, path: str, name: str) -> Any:
     return checked(name, config_value(config, path), f"--config.{path}")
 
 
+def use_cpu_cores(limit: int = 8) -> bool:
+    """One JAX CPU device per core (at most `limit`), so that encoding spreads its blocks over
+    every core (`encode_memory(devices="local")`; XLA:CPU runs one small block on about one
+    core). Set before JAX starts its backends, unless XLA_FLAGS or JAX_NUM_CPU_DEVICES already
+    choose a count; computations not spread stay on the first device. True if it took effect."""
+    import jax
+
+    if ("xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
+            or "JAX_NUM_CPU_DEVICES" in os.environ):
+        return False
+    try:
+        jax.config.update("jax_num_cpu_devices", max(1, min(os.cpu_count() or 1, limit)))
+    except RuntimeError:  # the backends have started (an in-process caller, the tests)
+        return False
+    return True
+
+
 def enable_compilation_cache(path: str):
     if not path:
         return

@@ -196,6 +196,8 @@ def _main(argv: Sequence[str]) -> int:
     absl_logging.set_verbosity(absl_logging.INFO if fv.verbose else absl_logging.WARNING)
     try:
         common.enable_compilation_cache(fv.compilation_cache)
+        if getattr(cmd, "USES_CPU_CORES", False):  # encoding spreads its blocks over them
+            common.use_cpu_cores()
         status = cmd.execute(fv, config)
     except common.UsageError as e:
         return _usage_error(name, str(e))

@@ -1,7 +1,7 @@
 """Stage-1 encoding of a corpus into a memory bank, streamed block by block and resumable.
 
-Peak memory is bounded by the block size (two blocks at a time: one computing on the device while
-the previous one is appended, so the host work overlaps the compute), not by the corpus. With a
+Peak memory is bounded by the block size (one block computing on each device while the previous
+one is appended, so the host work overlaps the compute), not by the corpus. With a
 `journal` directory every finished block is committed atomically to disk; an interrupted encoding
 resumes from the last committed block and loses nothing but the block that was in flight. A
 journal belongs to one model (its fingerprint), corpus and block size, and is locked while an
@@ -10,6 +10,7 @@ encoding uses it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -174,15 +175,44 @@ def _block_dtypes(spec: BankSpec) -> dict[str, np.dtype]:
     return out
 
 
+def encode_devices(params, devices=None) -> list:
+    """The devices stage-1 blocks are spread over (one whole block per device, round-robin).
+
+    devices: None - [None], JAX's own placement (where the params are); "local" - every local
+    device of JAX's default backend, when the params sit on one device (sharded params keep
+    JAX's placement); or a sequence of devices. XLA:CPU runs a small block on about one core:
+    several CPU devices (`jax_num_cpu_devices`, which `msa-jax encode` sets to the cores) put
+    the others to work. Each device compiles the encoder once."""
+    import jax
+
+    if devices is None:
+        return [None]
+    if isinstance(devices, str):
+        if devices != "local":
+            raise BankError(f"devices={devices!r}: expected None, 'local' or a list of devices")
+        leaves = jax.tree_util.tree_leaves(params)
+        if any(isinstance(x, jax.Array) and len(x.sharding.device_set) > 1 for x in leaves):
+            return [None]
+        local = jax.local_devices()
+        return local if len(local) > 1 else [None]
+    devices = list(devices)
+    if not devices:
+        raise BankError("devices is empty: give at least one device to encode on")
+    return devices
+
+
 def _dispatch(cfg: ModelConfig, params, block: Block, num_chunks: int,
-              band: int | None = None):
+              band: int | None = None, device=None):
     """Start encoding one block (asynchronously: JAX returns before the block is computed), so
-    that the host work of the previous block overlaps this one's compute. PooledChunks, each
-    tier [R, num_chunks, K, H] on the device."""
-    row = lambda x: np.asarray(x)[None]  # noqa: E731  [L] -> [1, L] (NumPy: no eager dispatch)
-    pooled, _ = encode_block(cfg, params, row(block.tokens), row(block.positions),
-                             row(block.segment_ids), row(block.chunk_ids), num_chunks,
-                             band=band)
+    that the host work of the previous blocks overlaps this one's compute. `params` already on
+    `device` (None: JAX's placement). PooledChunks, each tier [R, num_chunks, K, H] there."""
+    import jax
+
+    arrays = [np.asarray(x)[None] for x in (block.tokens, block.positions, block.segment_ids,
+                                             block.chunk_ids)]  # [L] -> [1, L]
+    if device is not None:
+        arrays = jax.device_put(arrays, device)
+    pooled, _ = encode_block(cfg, params, *arrays, num_chunks, band=band)
     return pooled
 
 
@@ -198,7 +228,8 @@ def encode_documents(cfg: ModelConfig, params, docs: Sequence[DocInput], *,
                      bank: MemoryBank | None = None, block_tokens: int | None = None,
                      journal: str | None = None, show_progress: bool = True,
                      dtype: str | None = None, routing_dtype: str | None = None,
-                     on_block: Callable[[MemoryBank], object] | None = None) -> MemoryBank:
+                     on_block: Callable[[MemoryBank], object] | None = None,
+                     devices=None) -> MemoryBank:
     """Encode `docs` and append them to `bank` (a new bank if None). Returns the bank.
 
     block_tokens: tokens per stage-1 block (default: 4096 with the Pallas kernels, 512 on the XLA
@@ -208,6 +239,9 @@ def encode_documents(cfg: ModelConfig, params, docs: Sequence[DocInput], *,
     on_block(bank): called after each block is appended (memory parallel writes the new chunks
     into its sharded tiers there).
     dtype, routing_dtype: of a new bank's tiers (new_bank); an existing bank keeps its own.
+    devices: where blocks are encoded, one whole block per device in turn (`encode_devices`:
+    None, "local" or a list). Blocks are appended in corpus order whatever the device, so the
+    bank does not depend on how many there are.
     """
     _validate(cfg, docs)
     bank = bank or new_bank(cfg, params, dtype, routing_dtype)
@@ -218,12 +252,12 @@ def encode_documents(cfg: ModelConfig, params, docs: Sequence[DocInput], *,
                                  "bank"))
     with hold(journal) if journal else contextlib.nullcontext():  # one encoding per journal
         return _encode_all(cfg, params, docs, bank, block_tokens, journal, show_progress,
-                           on_block)
+                           on_block, encode_devices(params, devices))
 
 
 def _encode_all(cfg: ModelConfig, params, docs: Sequence[DocInput], bank: MemoryBank,
                 block_tokens: int | None, journal: str | None, show_progress: bool,
-                on_block) -> MemoryBank:
+                on_block, devices: list) -> MemoryBank:
     pool = cfg.msa.pooling_size
     lengths = [len(d.tokens) for d in docs]
     band = _band(lengths)
@@ -249,17 +283,21 @@ def _encode_all(cfg: ModelConfig, params, docs: Sequence[DocInput], bank: Memory
             on_block(bank)
         bar.update(block.num_tokens)
 
-    in_flight = None  # (i, documents, block, dispatched or journaled arrays): one block ahead
+    import jax
+
+    replicas = [params if d is None else jax.device_put(params, d) for d in devices]
+    in_flight: collections.deque = collections.deque()  # (i, documents, block, arrays)
     for i, (first, n) in enumerate(plan):
         part = docs[first:first + n]
         block = make_block([d.tokens for d in part], first, block_tokens, pool)
         arrays = log.load(i, bank.spec.chunk_shape(block.num_chunks))
         if arrays is None:
-            arrays = _dispatch(cfg, params, block, num_chunks, band)
-        if in_flight is not None:
-            append(*in_flight)  # in order: block i-1 is appended while block i computes
-        in_flight = (i, part, block, arrays)
-    if in_flight is not None:
-        append(*in_flight)
+            d = i % len(devices)
+            arrays = _dispatch(cfg, replicas[d], block, num_chunks, band, devices[d])
+        if len(in_flight) == len(devices):
+            append(*in_flight.popleft())  # in order, while the later blocks compute
+        in_flight.append((i, part, block, arrays))
+    while in_flight:
+        append(*in_flight.popleft())
     bar.close()
     return bank

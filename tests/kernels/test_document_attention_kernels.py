@@ -112,13 +112,39 @@ class TestDocumentAttentionXla(DocumentAttentionTestBase):
     BACKEND = "xla"
 
     def test_query_chunks_match_one_pass(self):
-        """The reference's chunked path (lax.map over block_q queries) equals the one-pass path."""
+        """The reference's chunked paths equal the one-pass path: lax.map over block_q queries
+        against every key, and causal blocks (each against the keys up to its end, the last
+        block partial)."""
         from kernels_pallas.document_attention import reference
 
         q, k, v, seg = make_inputs(CASES[0], "interleaved")
-        one = reference.document_attention(q, k, v, seg, scale=0.125, block_q=512)
-        chunked = reference.document_attention(q, k, v, seg, scale=0.125, block_q=16)
+        one = reference.document_attention(q, k, v, seg, scale=0.125, causal_block=None)
+        chunked = reference.document_attention(q, k, v, seg, scale=0.125, block_q=16,
+                                               causal_block=None)
         kt.assert_close(chunked, one, jnp.float32)
+        for block in (16, 32):  # 50 tokens: 4 blocks (the last of 2 tokens), 2 blocks
+            causal = reference.document_attention(q, k, v, seg, scale=0.125, causal_block=block)
+            kt.assert_close(causal, one, jnp.float32, what=f"causal_block={block}")
+
+    @pytest.mark.parametrize("case", [CASES[0], CASES[1]], ids=lambda c: c.name)
+    def test_causal_blocks_match_numpy(self, case):
+        """Causal blocks of 16 (the default's path, at the test's small lengths) against the
+        float64 numpy oracle, forward and gradients (the kernel tolerance table)."""
+        from kernels_pallas.document_attention import reference
+
+        q, k, v, seg = make_inputs(case, "ragged", seed=5)
+        scale = case.head_dim**-0.5
+        attend = lambda *a: reference.document_attention(*a, seg, scale=scale,  # noqa: E731
+                                                         causal_block=16)
+        visible = oracles.document_visibility(seg)
+        want = oracles.np_attention(q, k, v, visible, scale)
+        kt.assert_close(attend(q, k, v), want, case.dtype, what=f"{case.name}/causal16")
+        weights = kt.loss_weights(np.random.default_rng(6), q.shape)
+        got = kt.grads(attend, (q, k, v), (0, 1, 2), weights)
+        ref = kt.grads(lambda *a: oracles.dense_attention(*a, jnp.asarray(visible), scale),
+                       (q, k, v), (0, 1, 2), weights)
+        for name, g, w in zip("qkv", got, ref):
+            kt.assert_close(g, w, case.dtype, grad=True, what=f"{case.name}/causal16/d{name}")
 
 
 class TestDocumentAttentionPallas(DocumentAttentionTestBase):

@@ -8,6 +8,7 @@ import pytest
 
 import msa_jax
 from msa_jax.inference.memory_generate import CONTEXT, ROUTING, QueryRow, prefill_rows
+from msa_jax.memory import encoder as encoder_mod
 from msa_jax.memory.encoder import DocInput, encode_documents
 from msa_jax.model.cache import MemoryKV, step_times
 from msa_jax.model.decode import forward_step, logits_of
@@ -52,6 +53,44 @@ def test_pooled_chunks_do_not_depend_on_block_or_position(model, docs):
     for key, tensors in packed.items():
         for a, b in zip(tensors, reversed_small[key]):
             np.testing.assert_allclose(a, b, **F32_REASSOC)
+
+
+def test_blocks_spread_over_devices_give_the_same_bank(model, docs, monkeypatch):
+    """Blocks encoded round-robin on 3 devices (tests run with 8 CPU devices) and appended in
+    corpus order: the same documents, order and chunks as on one device; 'local' spreads over
+    every device; sharded params keep JAX's placement; a bad `devices` is refused."""
+    import jax
+
+    from msa_jax.memory.bank import BankError
+    from msa_jax.memory.encoder import encode_devices
+
+    cfg, params = model
+    one = encode_documents(cfg, params, docs, block_tokens=32, show_progress=False)
+    real, used = encoder_mod._dispatch, []
+
+    def record(*args, **kwargs):
+        out = real(*args, **kwargs)
+        used.append(next(iter(out.content_v.devices())))
+        return out
+
+    monkeypatch.setattr(encoder_mod, "_dispatch", record)
+    spread = encode_documents(cfg, params, docs, block_tokens=32, show_progress=False,
+                              devices=jax.devices()[:3])
+    assert used == [jax.devices()[i % 3] for i in range(len(used))] and len(used) > 3
+    assert spread.doc_ids == one.doc_ids
+    a, b = pooled_by_doc(one), pooled_by_doc(spread)
+    for key in a:
+        for x, y in zip(a[key], b[key]):
+            np.testing.assert_allclose(x, y, **F32_REASSOC)
+    assert encode_devices(params, "local") == jax.local_devices()
+    assert encode_devices(params) == [None]
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("d",))
+    sharded = jax.device_put(params, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    assert encode_devices(sharded, "local") == [None]
+    with pytest.raises(BankError, match="devices="):
+        encode_devices(params, "all")
+    with pytest.raises(BankError, match="devices is empty"):
+        encode_devices(params, [])
 
 
 def test_partial_last_chunk_averages_its_own_tokens(model, docs):

@@ -26,6 +26,7 @@ from msa_jax.cli import common, report
 
 NAME = "demo"
 SUMMARY = "the bundled trained tiny MSA model answering held-out questions from a 1M-token memory"
+USES_CPU_CORES = True  # one JAX CPU device per core: encoding uses them all
 USAGE = "[--config=configs/demo.py] [--config.section.key=VALUE ...]"
 BUNDLED_MODEL = "msa-tiny-demo"
 
@@ -152,7 +153,8 @@ def execute(fv: flags.FlagValues, config):
         with common.Timer() as t:
             bank = model.encode_memory(docs, block_tokens=c.memory.block_tokens or None,
                                        progress=True, dtype=c.memory.dtype or None,
-                                       routing_dtype=c.memory.routing_dtype or None)
+                                       routing_dtype=c.memory.routing_dtype or None,
+                                       devices="local")
         print(f"  encoded {bank.num_tokens:,} tokens in {t.seconds:.1f} s "
               f"({bank.num_tokens / max(t.seconds, 1e-9):,.0f} tokens/s, JIT included)")
         for line in report.bank_lines(bank):

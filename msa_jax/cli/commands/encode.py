@@ -19,6 +19,7 @@ from msa_jax.cli import common, report
 
 NAME = "encode"
 SUMMARY = "encode a corpus into a memory bank (resumable with --journal)"
+USES_CPU_CORES = True  # one JAX CPU device per core: encoding uses them all
 USAGE = ("--model=DIR --corpus=PATH --out=BANK_DIR [--block_tokens=N] [--journal=DIR] "
          "[--dtype=...] [--routing_dtype=...] [--overwrite] [--noprogress] [--config=FILE]")
 
@@ -65,7 +66,7 @@ def _encode(fv: flags.FlagValues, config):
     with common.Timer() as t:
         bank = model.encode_memory(docs, block_tokens=block_tokens or None, journal=fv.journal,
                                    progress=fv.progress, dtype=dtype or None,
-                                   routing_dtype=routing_dtype or None)
+                                   routing_dtype=routing_dtype or None, devices="local")
     with common.Timer() as s:
         msa_jax.save_bank(bank, os.path.abspath(fv.out), overwrite=fv.overwrite)
     print(f"encoded in {t.seconds:.1f} s ({bank.num_tokens / max(t.seconds, 1e-9):,.0f} tokens/s, "
