@@ -210,7 +210,6 @@ class MSAModel:
             f"upgrade it with `msa-jax convert --src={src} --dst=MSA_DIR --router_layers=i,j,...` "
             f"or from_pretrained(..., msa=msa_jax.MSAConfig(router_layers=(i, j, ...)))")
 
-        self.require_msa("read a memory bank")
     def _check_query_positions(self, tokens: int, what: str):
         """Query rows start at position msa.query_offset: `tokens` more must fit after it."""
         offset = self.cfg.msa.query_offset

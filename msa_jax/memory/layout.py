@@ -76,12 +76,19 @@ def max_block_chunks(lengths: Sequence[int], plan: Sequence[tuple[int, int]], po
 
 
 def make_block(docs: Sequence[Sequence[int]], first_doc: int, block_tokens: int,
-               pool: int) -> Block:
-    """Pack `docs` (token-id sequences) into one padded block."""
-    tokens = np.zeros(block_tokens, np.int32)
-    positions = np.zeros(block_tokens, np.int32)
-    segment = np.full(block_tokens, -1, np.int32)
-    chunk = np.full(block_tokens, -1, np.int32)
+               pool: int, length_multiple: int | None = None) -> Block:
+    """Pack `docs` (token-id sequences) into one padded block: of `block_tokens` tokens, or of
+    the documents' tokens rounded up to `length_multiple` (a divisor of block_tokens: at most
+    block_tokens / length_multiple block shapes, each compiled once)."""
+    used = sum(len(d) for d in docs)
+    if used > block_tokens:
+        raise LayoutError(f"{used} tokens do not fit a block of {block_tokens}")
+    length = block_tokens if length_multiple is None else max(round_up(used, length_multiple),
+                                                              length_multiple)
+    tokens = np.zeros(length, np.int32)
+    positions = np.zeros(length, np.int32)
+    segment = np.full(length, -1, np.int32)
+    chunk = np.full(length, -1, np.int32)
     counts, lengths = [], []
     at, chunk_at = 0, 0
     for j, doc in enumerate(docs):

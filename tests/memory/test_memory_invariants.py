@@ -93,6 +93,36 @@ def test_blocks_spread_over_devices_give_the_same_bank(model, docs, monkeypatch)
         encode_devices(params, [])
 
 
+def test_blocks_padded_to_a_quarter_block_give_the_same_bank(model, docs, monkeypatch):
+    """On the XLA path a block is padded to a multiple of a quarter block, not to the full
+    block: the same chunks as full-length blocks, in at most 4 block shapes."""
+    from msa_jax.memory.layout import LayoutError, make_block
+
+    block = make_block([d.tokens for d in docs[:3]], 0, 512, 8, 128)  # 30 tokens
+    assert block.tokens.shape == (128,) and block.num_tokens == 30
+    assert make_block([d.tokens for d in docs], 0, 512, 8, 128).tokens.shape == (128,)  # 106
+    assert make_block([(1,) * 130], 0, 512, 8, 128).tokens.shape == (256,)
+    assert make_block([d.tokens for d in docs[:3]], 0, 512, 8).tokens.shape == (512,)
+    with pytest.raises(LayoutError, match="do not fit"):
+        make_block([(1,) * 300, (2,) * 300], 0, 512, 8, 128)
+    cfg, params = model
+    many = [DocInput(f"m{i}", tuple(np.random.RandomState(i).randint(5, 64, 40 + 7 * i)))
+            for i in range(30)]
+    shapes = []
+    real = encoder_mod._dispatch
+    monkeypatch.setattr(encoder_mod, "_dispatch", lambda cfg, p, block, *a, **k: (
+        shapes.append(block.tokens.shape[0]) or real(cfg, p, block, *a, **k)))
+    short = pooled_by_doc(encode_documents(cfg, params, many, block_tokens=512,
+                                           show_progress=False))
+    assert set(shapes) <= {128, 256, 384, 512} and len(set(shapes)) > 1
+    monkeypatch.setattr(encoder_mod, "_length_multiple", lambda cfg, block_tokens: None)
+    full = pooled_by_doc(encode_documents(cfg, params, many, block_tokens=512,
+                                          show_progress=False))
+    for key in full:
+        for x, y in zip(short[key], full[key]):
+            np.testing.assert_allclose(x, y, **F32_REASSOC)
+
+
 def test_partial_last_chunk_averages_its_own_tokens(model, docs):
     cfg, params = model
     bank = encode_documents(cfg, params, docs, show_progress=False)
