@@ -31,7 +31,8 @@ def define_flags(fv: flags.FlagValues, argv):
     flags.DEFINE_string("out", None, "Memory bank folder to write.", flag_values=fv)
     flags.mark_flags_as_required(["corpus", "out"], flag_values=fv)
     common.define_bounded(fv, "block_tokens", None, "Tokens per encoding block (default or 0: "
-                          "4096, or the longest document rounded up to a power of two).")
+                          "4096 with the Pallas kernels, 512 on the XLA path (CPU), or the "
+                          "longest document rounded up to a power of two).")
     flags.DEFINE_string("journal", None, "Folder committing each encoded block, so an "
                         "interrupted run resumes.", flag_values=fv)
     common.define_dtype_flag(fv, "Dtype of the bank's tiers (default: the model's compute dtype).")
