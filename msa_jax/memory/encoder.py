@@ -20,6 +20,7 @@ import os
 import zipfile
 from typing import Callable, Sequence
 
+import jax
 import numpy as np
 
 from kernels_pallas.common import next_pow2, resolve_implementation
@@ -194,8 +195,6 @@ def encode_devices(params, devices=None) -> list:
     JAX's placement); or a sequence of devices. XLA:CPU runs a small block on about one core:
     several CPU devices (`jax_num_cpu_devices`, which `msa-jax encode` sets to the cores) put
     the others to work. Each device compiles the encoder once."""
-    import jax
-
     if devices is None:
         return [None]
     if isinstance(devices, str):
@@ -217,8 +216,6 @@ def _dispatch(cfg: ModelConfig, params, block: Block, num_chunks: int,
     """Start encoding one block (asynchronously: JAX returns before the block is computed), so
     that the host work of the previous blocks overlaps this one's compute. `params` already on
     `device` (None: JAX's placement). PooledChunks, each tier [R, num_chunks, K, H] there."""
-    import jax
-
     arrays = [np.asarray(x)[None] for x in (block.tokens, block.positions, block.segment_ids,
                                              block.chunk_ids)]  # [L] -> [1, L]
     if device is not None:
@@ -295,8 +292,6 @@ def _encode_all(cfg: ModelConfig, params, docs: Sequence[DocInput], bank: Memory
         if on_block is not None:
             on_block(bank)
         bar.update(block.num_tokens)
-
-    import jax
 
     replicas = [params if d is None else jax.device_put(params, d) for d in devices]
     in_flight: collections.deque = collections.deque()  # (i, documents, block, arrays)
