@@ -4,6 +4,8 @@ given?), and whether the positive is among the top-2 routed of the sample's docu
 
     python benchmarks/teacher_forced.py --workdir=runs/demo [--config=configs/train_demo.py]
     python benchmarks/teacher_forced.py --workdir=runs/demo --docs_per_sample=1 --hops=1
+    python benchmarks/teacher_forced.py --workdir=runs/demo-teacher \
+        --config=configs/train_demo_teacher.py --read=target     # or --read=routed --top_k=1
 
 The latest checkpoint of --workdir, read through a copy (the trainer of a work directory drops
 its metrics past the checkpoint it resumes from); --config must describe the checkpoint's model.
@@ -19,6 +21,10 @@ Printed per kind of sample ([id] response, answer step):
   the likeliest response among the ids of the sample's documents: what decoding constrained to
   the ids in memory could reach (chance = 1 / documents);
 - routed: a positive among the top 2 of the last router layer.
+
+--read=routed (default) reads the router's top-k of the sample's documents (--top_k, default
+the model's top_k_docs), as inference does; --read=target reads the step's right documents
+(`OptimConfig.read="target"`: what a reader trained that way saw).
 """
 
 import argparse
@@ -115,6 +121,9 @@ def main():
     p.add_argument("--questions", type=int, default=32, help="per chain length")
     p.add_argument("--hops", default="1,2", help="chain lengths, comma-separated")
     p.add_argument("--docs_per_sample", type=int, default=0, help="0 = the recipe's")
+    p.add_argument("--read", choices=("routed", "target"), default="routed",
+                   help="the documents the LM path reads (see above)")
+    p.add_argument("--top_k", type=int, default=0, help="routed documents read; 0 = the model's")
     p.add_argument("--choose", action="store_true",
                    help="also rank every document's id by likelihood (x documents forwards)")
     args = p.parse_args()
@@ -125,6 +134,8 @@ def main():
         shutil.copytree(os.path.join(args.workdir, "checkpoints"), os.path.join(tmp, "checkpoints"))
         trainer = build(config, tmp, show_progress=False)
         cfg, params, tok = trainer.cfg, trainer.state.params, trainer.tokenizer
+        if args.top_k:
+            cfg = cfg.replace(msa=dataclasses.replace(cfg.msa, top_k_docs=args.top_k))
         print(f"step {trainer.step}")
         samples = held_out(config, args.questions, tuple(map(int, args.hops.split(","))),
                            args.docs_per_sample)
@@ -133,7 +144,8 @@ def main():
 
         @jax.jit
         def forward(params, batch, num_docs_like):
-            out = train_forward(cfg, params, batch, num_docs_like.shape[0])
+            out = train_forward(cfg, params, batch, num_docs_like.shape[0],
+                                read_target=args.read == "target")
             return jax.nn.log_softmax(logits_of(cfg, params, out.hidden), -1), \
                 out.doc_scores[-1]
 

@@ -41,6 +41,9 @@ def get_config() -> config_dict.ConfigDict:
     c.optim.clip_norm = 1.0
     c.optim.accumulate_steps = 1
     c.optim.freeze = ""  # "", "router" or "backbone"
+    # router layers' memory in the LM path: "routed" (the top-k, as the paper) or "target"
+    # (the step's right documents: teacher-forced selection, docs/training.md)
+    c.optim.read = "routed"
     # phase 1: router warm-up, 0.1 L_LM + L_aux (steps 0 = skip); phase 2: L_LM + 0.1 L_aux
     c.optim.warmup = _phase(steps=20, lr=3e-3, warmup_steps=5, decay="constant", end_lr=3e-3,
                             lm_weight=0.1, aux_weight=1.0)

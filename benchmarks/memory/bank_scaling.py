@@ -7,6 +7,7 @@ are that size's own.
     python benchmarks/memory/bank_scaling.py --sizes=16K,1M,10M,100M \
         --model=models/msa-tiny-demo --dtype=bfloat16 --routing_dtype=int8
     python benchmarks/memory/bank_scaling.py --sizes=10M --shards=4    # memory parallel
+    python benchmarks/memory/bank_scaling.py --sizes=10M --processes=2  # ... over 2 processes
 
 A random `tiny-msa` model by default (vocabulary 32768, float32 tiers: 96 B per memory token),
 or `--model=DIR` (a saved model, e.g. models/msa-tiny-demo, the demo-sized model), tiers of
@@ -26,6 +27,12 @@ Per size:
 - with --shards N, memory parallel: the view is a MemoryPlacement over N CPU devices (content
   tier in pinned host memory), each shard filled from its own documents' rows of the
   memory-mapped tier files; the questions run under it; no scan probe.
+- with --processes P (memory parallel over P processes on localhost, jax.distributed, one CPU
+  device each, or --shards of them): the bank is built as P local banks of size / P tokens, one
+  folder each (process p's documents); each query process loads only its own folder, builds
+  the `DistributedBank` and a `MemoryPlacement` over every process's devices, and the P
+  processes ask the questions together; printed per process: RSS after load, view and
+  questions, and its peak, against its own tier bytes (no process maps or copies another's).
 Targets (issue 11): peak RSS of build + save <= tier bytes + 2 GiB; load <= 5 s at 100M; RSS
 after 10 questions <= 1.2 x tier bytes + 2 GiB; latency at 10M within 2x of 16K. Nothing here is
 a test: it prints what it measured, and which resource stopped a size that did not finish.
@@ -85,7 +92,7 @@ def empty_bank(model, dtype: str | None = None, routing_dtype: str | None = None
     return bank
 
 
-def random_rows(model, bank, n_tokens: int, seed: int, step_docs: int = 512):
+def random_rows(model, bank, n_tokens: int, seed: int, step_docs: int = 512, prefix: str = "doc"):
     """Append documents of 200-500 tokens holding random pooled chunks, `n_tokens` in all,
     `step_docs` (~180K tokens) per append: more than an encoder block (512 or 4096 tokens), and
     the random arrays of one step stay small beside the bank (~6 MB per tier at tiny-msa)."""
@@ -101,7 +108,7 @@ def random_rows(model, bank, n_tokens: int, seed: int, step_docs: int = 512):
         chunks = -(-lens // p)
         shape = bank.spec.chunk_shape(int(chunks.sum()))
         arrays = [rs.standard_normal(shape, dtype=np.float32) for _ in range(3)]
-        bank.append([f"doc{first + i}" for i in range(lens.size)],
+        bank.append([f"{prefix}{first + i}" for i in range(lens.size)],
                     [np.full(n, 5, np.int32) for n in lens], [None] * lens.size,
                     chunks.tolist(), *arrays)
         done += int(lens.sum())
@@ -118,11 +125,14 @@ def build(size: int, path: str, args) -> dict:
     t = time.perf_counter()
     if size <= args.encode_max:
         docs = synthetic_token_corpus(size, (200, 500), model.cfg.vocab_size, seed=args.seed)
+        if args.id_prefix != "doc":  # a process's local bank: ids of its own
+            from msa_jax.memory.encoder import DocInput
+            docs = [DocInput(f"{args.id_prefix}{i}", tuple(d)) for i, d in enumerate(docs)]
         bank = model.encode_memory(docs, progress=False, **dtypes)
         how = "encoded"
     else:
         bank = empty_bank(model, **dtypes)
-        random_rows(model, bank, size, args.seed)
+        random_rows(model, bank, size, args.seed, prefix=args.id_prefix)
         how = "random chunks"
     built = time.perf_counter() - t
     save_bank(bank, path)
@@ -178,16 +188,21 @@ def query(path: str, args) -> dict:
     from msa_jax.inference.memory_generate import CONTEXT, ROUTING, QueryRow, pack_rows
     from msa_jax.memory.store import load_bank
 
+    if args.processes:  # before anything touches a device
+        from msa_jax.memory import distributed
+        distributed.initialize(f"127.0.0.1:{args.port}", args.processes, args.process_id)
     model = bench_model(args.model)
     placement = None
-    if args.shards:
+    if args.shards or args.processes:
         from msa_jax.memory.parallel import MemoryPlacement
-        placement = MemoryPlacement()  # every device (--shards CPU devices) on the memory axis
+        placement = MemoryPlacement()  # every device of every process on the memory axis
     base = rss_gib()
     t = time.perf_counter()
     bank = load_bank(path)
     out = {"load_s": time.perf_counter() - t, "rss_after_load_gib": rss_gib(),
-           "rss_before_load_gib": base}
+           "rss_before_load_gib": base, "local_tier_bytes": dict(bank.tier_bytes())}
+    if args.processes:
+        bank = distributed.DistributedBank(bank)  # metadata exchanged, tiers stay local
     t = time.perf_counter()
     unit = model.cfg.msa.inference_cosine  # as `ask` builds the view
     view = placement.view(bank, unit_keys=unit) if placement else bank.view(unit_keys=unit)
@@ -208,13 +223,21 @@ def query(path: str, args) -> dict:
     return out
 
 
-def _child(args: list[str], devices: int = 0) -> dict:
+def _env(devices: int) -> dict:
     env = dict(os.environ)
     if devices:  # before JAX starts in the child
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
                             f" --xla_force_host_platform_device_count={devices}").strip()
+    return env
+
+
+def _child(args: list[str], devices: int = 0) -> dict:
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), *args],
-                          capture_output=True, text=True, env=env)
+                          capture_output=True, text=True, env=_env(devices))
+    return _result(proc)
+
+
+def _result(proc) -> dict:
     if proc.returncode != 0:
         why = "killed by signal %d" % -proc.returncode if proc.returncode < 0 else \
             f"exit {proc.returncode}"
@@ -228,13 +251,68 @@ def _disk(path: str) -> dict:
             if f.endswith(".bin") and os.path.isfile(os.path.join(path, f))}
 
 
+def _options(args) -> list[str]:
+    return [f"--model={args.model}", f"--dtype={args.dtype}",
+            f"--routing_dtype={args.routing_dtype}"]
+
+
+def one_size_processes(size: int, args) -> dict:
+    """--processes P: P local banks of size / P tokens built and saved, then P query processes
+    that each load only their own and ask together (jax.distributed on localhost)."""
+    import socket
+
+    n = args.processes
+    row = {"target_tokens": size, "processes": n, "builds": [], "query": []}
+    print(f"\n== {size:,} tokens over {n} processes", flush=True)
+    paths = [os.path.join(args.work, f"bank-{size}-p{p}of{n}") for p in range(n)]
+    for p, path in enumerate(paths):
+        shutil.rmtree(path, ignore_errors=True)
+        b = _child(["--child=build", f"--size={size // n}", f"--path={path}",
+                    f"--encode_max={args.encode_max}", f"--seed={args.seed + p}",
+                    f"--id_prefix=p{p}-doc", *_options(args)])
+        row["builds"].append(b)
+        if "error" in b:
+            print(f"  build of process {p}'s bank stopped: {b['error']}")
+            return row
+        print(f"  process {p}'s bank: {b['memory_tokens']:,} tokens ({b['how']}), tiers "
+              f"{sum(b['tier_bytes'].values()) / 2 ** 30:.2f} GiB, build + save peak RSS "
+              f"{b['build_save_peak_rss_gib']:.2f} GiB", flush=True)
+    with socket.socket() as sock:  # a free port for the coordinator
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = [subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "--child=query", f"--path={path}",
+         f"--questions={args.questions}", f"--processes={n}", f"--process_id={p}",
+         f"--port={port}", *_options(args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=_env(max(args.shards // n, 1))) for p, path in enumerate(paths)]
+    for p, proc in enumerate(procs):
+        stdout, stderr = proc.communicate()
+        q = _result(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+        row["query"].append(q)
+        if "error" in q:
+            print(f"  query process {p} stopped: {q['error']}")
+            continue
+        tier = sum(q["local_tier_bytes"].values()) / 2 ** 30
+        print(f"  process {p}: its tiers {tier:.2f} GiB; load {q['load_s']:.2f} s, view "
+              f"{q['view_s']:.1f} s; question {q['question_s'] * 1e3:.0f} ms (median of "
+              f"{args.questions}); RSS after load {q['rss_after_load_gib']:.2f}, after the view "
+              f"{q['rss_after_view_gib']:.2f}, after the questions "
+              f"{q['rss_after_questions_gib']:.2f} GiB (target <= {1.2 * tier + 2:.2f}), peak "
+              f"{q['query_peak_rss_gib']:.2f}", flush=True)
+    if not args.keep:
+        for path in paths:
+            shutil.rmtree(path, ignore_errors=True)
+    return row
+
+
 def one_size(size: int, args) -> dict:
+    if args.processes:
+        return one_size_processes(size, args)
     path = os.path.join(args.work, f"bank-{size}")
     shutil.rmtree(path, ignore_errors=True)
     row = {"target_tokens": size}
     print(f"\n== {size:,} tokens", flush=True)
-    opts = [f"--model={args.model}", f"--dtype={args.dtype}",
-            f"--routing_dtype={args.routing_dtype}", f"--seed={args.seed}"]
+    opts = [*_options(args), f"--seed={args.seed}"]
     row.update(_child(["--child=build", f"--size={size}", f"--path={path}",
                        f"--encode_max={args.encode_max}", *opts]))
     if "error" in row:
@@ -286,7 +364,13 @@ def main(argv=None):
     p.add_argument("--shards", type=int, default=0,
                    help="memory parallel: the view as a MemoryPlacement over this many CPU "
                         "devices (each filled from its own documents' rows of the tier files)")
+    p.add_argument("--processes", type=int, default=0,
+                   help="memory parallel over this many processes on localhost (each loads "
+                        "only its own bank of size / processes tokens)")
     p.add_argument("--child", default="", help=argparse.SUPPRESS)
+    p.add_argument("--process_id", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--id_prefix", default="doc", help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--path", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

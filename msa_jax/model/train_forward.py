@@ -24,11 +24,13 @@ from msa_jax.model.router import document_scores, gather_rows, routing_rows, sel
 from msa_jax.model.transformer import Projections, Transformer
 
 Array = jax.Array
+READ_LABEL = 2  # doc_labels: a relevant document the step reads (train_forward's read_target)
 
 
 @flax.struct.dataclass
 class TrainBatch:
-    """tokens, positions, roles, mask, labels [B, L] int32; doc_labels [B, M] (1 = relevant).
+    """tokens, positions, roles, mask, labels [B, L] int32; doc_labels [B, M] (1 = relevant,
+    READ_LABEL = relevant and read by the step under `read_target`).
 
     roles: > 0 the token's document (1..M within the sample), 0 question (routing query) or pad,
     -1 response / other active tokens, -2 template. labels: -100 where no loss is taken.
@@ -97,7 +99,7 @@ def _active_rows(active: Array, rows: int) -> tuple[Array, Array]:
 
 def train_forward(cfg: ModelConfig, params, batch: TrainBatch, num_docs: int,
                   batch_rows: int | None = None, max_segment: int | None = None,
-                  max_active: int | None = None) -> TrainOutputs:
+                  max_active: int | None = None, read_target: bool = False) -> TrainOutputs:
     """num_docs: M, the most documents a sample of the batch holds (static).
 
     batch_rows: None scores each question against its own sample's documents; an int R
@@ -108,6 +110,10 @@ def train_forward(cfg: ModelConfig, params, batch: TrainBatch, num_docs: int,
     checks both) make the document attention banded (O(L·S)) and run the active tokens' own
     attention (with memory in router layers) on the head + A active tokens gathered out of the
     row. The same function either way (up to float reassociation).
+    read_target: the active tokens attend to the pooled chunks of the documents marked
+    READ_LABEL in `doc_labels` (the step's right documents: selection teacher-forced, as a
+    retriever's gold passages) instead of the router's top-k; the scores, the selection they
+    make (`selected`) and so the routing loss are unchanged.
     """
     msa = cfg.msa
     roles, mask = batch.roles, batch.mask
@@ -155,7 +161,11 @@ def train_forward(cfg: ModelConfig, params, batch: TrainBatch, num_docs: int,
             every, scores = _batch_scores(score_cfg, p.qr, routing_mask, kr, chunk_doc, num_docs,
                                           batch_rows)
         ids, _, valid = select_documents(scores, msa.top_k_docs)  # [B, k]
-        chosen = (chunk_doc[:, :, None] == jnp.where(valid, ids, -2)[:, None, :]).any(-1)
+        if read_target:
+            read = jnp.pad(batch.doc_labels == READ_LABEL, ((0, 0), (1, 0)))  # [B, M + 1]
+            chosen = jnp.take_along_axis(read, jnp.maximum(chunk_doc, 0), axis=1)  # [B, C]
+        else:
+            chosen = (chunk_doc[:, :, None] == jnp.where(valid, ids, -2)[:, None, :]).any(-1)
         kh, h = k.shape[2:]
         mem = dict(mem_k=k.reshape(b * c, kh, h).astype(p.k.dtype),
                    mem_v=v.reshape(b * c, kh, h).astype(p.v.dtype),

@@ -77,6 +77,9 @@ class OptimConfig:
     # tokens and no question + target longer than max_active (the packer checks both)
     max_segment: int = 0
     max_active: int = 0
+    # what the LM path reads in router layers: "routed" = the router's top-k (the paper);
+    # "target" = the step's right documents (teacher-forced selection; train_forward)
+    read: str = "routed"
 
     def __post_init__(self):
         if not self.phases:
@@ -85,6 +88,8 @@ class OptimConfig:
             p.check(f"optim.{p.name}" if p.name else f"optim.phases[{i}]")
         if self.accumulate_steps < 1:
             raise ConfigError(f"optim.accumulate_steps must be >= 1, got {self.accumulate_steps}")
+        if self.read not in ("routed", "target"):
+            raise ConfigError(f"optim.read={self.read!r}; expected 'routed' or 'target'")
         if self.freeze not in ("", ROUTER, BACKBONE):
             raise ConfigError(f"optim.freeze={self.freeze!r}; expected '', 'router' or 'backbone'")
         if (self.max_segment > 0) != (self.max_active > 0):

@@ -18,7 +18,8 @@ upstream_msa_tiny, inputs.json -> train; docs/training_data.md):
 - every token after the documents has position `cfg.msa.query_offset + i` (i = 0, 1, ...);
 - labels: the token id on labelled tokens, -100 elsewhere (the LM loss shifts by one);
 - pads (right): token pad_id, position 0, role 0, mask 0, label -100;
-- doc_labels [B, M]: 1 where in-sample document d = column d - 1 is relevant.
+- doc_labels [B, M]: 1 where in-sample document d = column d - 1 is relevant, 2 where it is
+  also what the step reads under `OptimConfig.read="target"` (`TokenizedSample.read`).
 
 Shapes come from a few buckets (`Buckets`): the smallest length L and document count M that
 hold every sample of the batch, so a run compiles at most len(lengths) * len(num_docs) shapes.
@@ -36,6 +37,7 @@ import numpy as np
 
 from msa_jax.errors import ConfigError, LayoutError
 from msa_jax.inference.interleave import PromptTemplate, question_row
+from msa_jax.model.train_forward import READ_LABEL
 from msa_jax.training.losses import IGNORE
 from msa_jax.training.samples import Sample, SampleError, retrieval_target
 
@@ -51,7 +53,10 @@ class TokenizedSample:
 
     active_roles: 0 routing (the question), -1 other active tokens, -2 template;
     labelled: whether the LM loss is taken on the active token; relevant: 1-based in-sample
-    indices of the positive documents.
+    indices of the positive documents; read: those the step reads when the LM path is given the
+    right documents instead of the routed ones (`OptimConfig.read="target"`): the relevant
+    documents its target names (`[id]`), or every relevant one when it names none (the answer
+    step, whose documents were injected before it).
     """
 
     id: str
@@ -60,6 +65,7 @@ class TokenizedSample:
     active_roles: tuple[int, ...]
     labelled: tuple[bool, ...]
     relevant: tuple[int, ...]
+    read: tuple[int, ...] = ()
 
     def length(self, head_len: int) -> int:
         return head_len + sum(map(len, self.documents)) + len(self.active)
@@ -68,9 +74,7 @@ class TokenizedSample:
 def _response(sample: Sample, tok, tpl: PromptTemplate) -> list[tuple[list[int], bool]]:
     """(token ids, labelled) parts written after the question row."""
     last = sample.answer is not None
-    target = sample.target if sample.target is not None else retrieval_target(
-        sample.relevant_ids, tpl, last=last)
-    parts = [(tok.encode(target, allow_special=True), True)]
+    parts = [(tok.encode(_target(sample, tpl), allow_special=True), True)]
     if last:
         intro = tpl.answer_intro.format(question=sample.question)
         parts += [(tok.encode(intro, allow_special=True), False),
@@ -92,8 +96,23 @@ def tokenize_sample(sample: Sample, tok, tpl: PromptTemplate = PromptTemplate()
         roles += [ACTIVE_ROLE] * len(ids)
         labelled += [is_labelled] * len(ids)
     index = {d: i + 1 for i, d in enumerate(sample.doc_ids)}
+    relevant = tuple(index[r] for r in sample.relevant_ids)
     return TokenizedSample(sample.id, docs, tuple(active), tuple(roles), tuple(labelled),
-                           tuple(index[r] for r in sample.relevant_ids))
+                           relevant, _read(sample, tpl) or relevant)
+
+
+def _read(sample: Sample, tpl: PromptTemplate) -> tuple[int, ...]:
+    """1-based indices of the relevant documents the step's target names ("[id]")."""
+    target = _target(sample, tpl)
+    index = {d: i + 1 for i, d in enumerate(sample.doc_ids)}
+    return tuple(index[r] for r in sample.relevant_ids if f"[{r}]" in target)
+
+
+def _target(sample: Sample, tpl: PromptTemplate) -> str:
+    """The retrieval response the step is trained to write."""
+    if sample.target is not None:
+        return sample.target
+    return retrieval_target(sample.relevant_ids, tpl, last=sample.answer is not None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,5 +220,6 @@ def pack_batch(samples: Sequence[TokenizedSample], head: Sequence[int], query_of
         out["tokens"][i, :n], out["positions"][i, :n] = tokens, positions
         out["roles"][i, :n], out["labels"][i, :n], out["mask"][i, :n] = roles, labels, 1
         out["doc_labels"][i, np.asarray(s.relevant, np.int64) - 1] = 1
+        out["doc_labels"][i, np.asarray(s.read, np.int64) - 1] = READ_LABEL
     out["num_docs"] = np.asarray(num_docs, np.int32)
     return out

@@ -54,14 +54,16 @@ def init_state(params, tx: optax.GradientTransformation, seed: int = 0) -> Train
 
 def loss_and_metrics(cfg: ModelConfig, params, batch: TrainBatch, num_docs: int,
                      lm_weight: Array | float, aux_weight: Array | float,
-                     batch_negatives: int = 0, max_segment: int = 0, max_active: int = 0):
+                     batch_negatives: int = 0, max_segment: int = 0, max_active: int = 0,
+                     read_target: bool = False):
     """(weighted loss, metrics): lm_loss, aux_loss, tokens and per router layer recall@1/5/10
     of the sample's documents ("recall@{k}/layer{i}"). batch_negatives R > 0: the routing loss
     ranks each positive against every other document of the (global) batch, the questions
     scored from up to R routing tokens (OptimConfig.batch_negatives); max_segment S > 0:
-    banded attention (OptimConfig.max_segment, max_active)."""
+    banded attention (OptimConfig.max_segment, max_active); read_target: the LM path reads
+    the step's right documents (OptimConfig.read="target")."""
     out = train_forward(cfg, params, batch, num_docs, batch_negatives or None,
-                        max_segment or None, max_active or None)
+                        max_segment or None, max_active or None, read_target)
     lm = lm_loss(logits_of(cfg, params, out.hidden), batch.labels)
     if batch_negatives:
         aux = routing_loss(cfg, out.batch_scores, batch_labels(batch.doc_labels))
@@ -91,7 +93,7 @@ def make_step(cfg: ModelConfig, ocfg: optim.OptimConfig, tx: optax.GradientTrans
         grad_fn = jax.value_and_grad(
             lambda p: loss_and_metrics(cfg, p, batch, num_docs, lm_w, aux_w,
                                        ocfg.batch_negatives, ocfg.max_segment,
-                                       ocfg.max_active), has_aux=True)
+                                       ocfg.max_active, ocfg.read == "target"), has_aux=True)
         (loss, metrics), grads = grad_fn(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

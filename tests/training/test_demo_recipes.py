@@ -12,7 +12,7 @@ from msa_jax.utils import load_python_file
 from tests.conftest import REPO
 
 RECIPES = ("train_demo_router.py", "train_demo.py", "train_demo_read.py",
-           "train_demo_answer.py", "train_demo_reader.py")
+           "train_demo_answer.py", "train_demo_reader.py", "train_demo_teacher.py")
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,7 @@ def test_recipe_samples_fit_its_buckets(bundled, name):
     batches = pipeline.StepBatches(samples, bundled.tokenizer, bundled.cfg, pcfg)
     assert len(batches.sizes) == len(samples)
     assert batches.sizes[:, 1].max() == d.docs_per_sample
+    assert ocfg.read == config.optim.get("read", "routed")
 
 
 def test_kinds_keeps_the_named_steps():

@@ -134,3 +134,24 @@ def test_buckets_and_errors_name_the_sample():
     big = Sample("vocab", (Document("0", tokens=[600]),), "q?", ("0",))
     with pytest.raises(SampleError, match="sample 'vocab': token id 600 is outside"):
         pack_batch([tokenize_sample(big, TOK)], HEAD, 7, 0, 512, 2, vocab_size=512)
+
+
+def test_doc_labels_mark_the_documents_each_step_reads():
+    """READ_LABEL (OptimConfig.read="target") marks the relevant documents a step's target
+    names: a later hop reads its new document, not the one injected before it; the answer step
+    (target <End-of-Retrieve>) reads every relevant document."""
+    from msa_jax.model.train_forward import READ_LABEL
+    from msa_jax.training.tasks import make_retrieval_samples
+    chain = make_retrieval_samples(1, hops=2, docs_per_sample=4, hard_negatives=1,
+                                   with_answer=True)
+    assert [s.id.rsplit(".", 1)[1] for s in chain] == ["0", "1", "answer"]
+    hops = [s.relevant_ids for s in chain]
+    tokenized = [tokenize_sample(s, TOK) for s in chain]
+    labels = pack_batch(tokenized, HEAD, 7, 0, 2048, 4)["doc_labels"]
+    column = {d: i for i, d in enumerate(chain[0].doc_ids)}
+    first, second = column[hops[2][0]], column[hops[2][1]]
+    want = np.zeros((3, 4), np.int32)
+    want[0, first] = READ_LABEL
+    want[1, first], want[1, second] = 1, READ_LABEL
+    want[2, [first, second]] = READ_LABEL
+    np.testing.assert_array_equal(labels, want)

@@ -113,10 +113,49 @@ def test_pallas_train_step_lowers_for_cuda():
     assert {"msa_attention_fwd", "msa_attention_dq", "msa_attention_dkv"} <= names, names
 
 
-def _forward(cfg, params, batch, batch_rows=None, max_segment=None, max_active=None):
+def _forward(cfg, params, batch, batch_rows=None, max_segment=None, max_active=None,
+             read_target=False):
     from msa_jax.model.train_forward import train_forward
-    return jax.jit(train_forward, static_argnums=(0, 3, 4, 5, 6))(
-        cfg, params, batch, M, batch_rows, max_segment, max_active)
+    return jax.jit(train_forward, static_argnums=(0, 3, 4, 5, 6, 7))(
+        cfg, params, batch, M, batch_rows, max_segment, max_active, read_target)
+
+
+def test_read_target_attends_to_the_marked_documents_only():
+    """read_target: the active tokens read the documents marked READ_LABEL, whatever the
+    router selects; the scores and the selection (what the routing loss and the recall see)
+    are those of the routed forward."""
+    from msa_jax.model.train_forward import READ_LABEL
+
+    params = init_params(CFG, 0)
+    batch = batch_of(CFG, seed=5, b=3)
+    fields = {k: np.asarray(getattr(batch, k)).copy() for k in st.BATCH_FIELDS}
+    fields["doc_labels"] = np.where(fields["doc_labels"] > 0, READ_LABEL, 0).astype(np.int32)
+    marked = TrainBatch(*(jnp.asarray(fields[k]) for k in st.BATCH_FIELDS))
+    active = (fields["roles"] <= 0) & (fields["mask"] > 0)
+
+    def edited(doc_of_row):  # the batch with document doc_of_row[b] of each row b redrawn
+        out = {k: v.copy() for k, v in fields.items()}
+        rng = np.random.default_rng(9)
+        for b, d in enumerate(doc_of_row):
+            where = out["roles"][b] == d
+            out["tokens"][b][where] = rng.integers(8, CFG.vocab_size, where.sum())
+        return TrainBatch(*(jnp.asarray(out[k]) for k in st.BATCH_FIELDS))
+
+    read = _forward(CFG, params, marked, read_target=True)
+    routed = _forward(CFG, params, marked)
+    np.testing.assert_allclose(read.doc_scores[0], routed.doc_scores[0], rtol=1e-6)
+    np.testing.assert_array_equal(read.selected[0], routed.selected[0])
+    target = fields["doc_labels"].argmax(1) + 1  # [B] the marked document of each row
+    chosen = np.asarray(routed.selected[0])  # [B, 2] top-2 of 3 documents
+    unmarked = np.where(chosen[:, 0] == target, chosen[:, 1], chosen[:, 0])  # selected, unmarked
+    hidden = lambda out: np.asarray(out.hidden)[active]  # noqa: E731
+    # the routed forward reads the unmarked document it selected; read_target does not
+    moved = hidden(_forward(CFG, params, edited(unmarked))) - hidden(routed)
+    np.testing.assert_allclose(hidden(_forward(CFG, params, edited(unmarked), read_target=True)),
+                               hidden(read), rtol=1e-6, atol=1e-6)
+    changed = hidden(_forward(CFG, params, edited(target), read_target=True)) - hidden(read)
+    assert np.abs(changed).max() > 1e-2  # the marked document is read
+    assert np.abs(moved).max() > 1e-2  # the routed forward reads what it selects
 
 
 def test_banded_forward_and_batch_negatives_compute_the_same_function():

@@ -65,7 +65,8 @@ def optim_config(config):
                        accumulate_steps=o.accumulate_steps, freeze=o.freeze,
                        batch_negatives=o.get("batch_negatives", 0),
                        max_segment=o.get("max_segment", 0),
-                       max_active=o.get("max_active", 0))
+                       max_active=o.get("max_active", 0),
+                       read=o.get("read", "routed"))
 
 
 def _tokenizer(m):
