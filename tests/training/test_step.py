@@ -120,15 +120,24 @@ def _forward(cfg, params, batch, batch_rows=None, max_segment=None, max_active=N
         cfg, params, batch, M, batch_rows, max_segment, max_active, read_target)
 
 
-def test_read_target_attends_to_the_marked_documents_only():
+@pytest.mark.parametrize("banded", [False, True], ids=["whole-rows", "banded"])
+def test_read_target_attends_to_the_marked_documents_only(banded):
     """read_target: the active tokens read the documents marked READ_LABEL, whatever the
     router selects; the scores and the selection (what the routing loss and the recall see)
-    are those of the routed forward."""
+    are those of the routed forward. Whole rows and banded attention (the demo recipes')."""
     from msa_jax.model.train_forward import READ_LABEL
 
     params = init_params(CFG, 0)
     batch = batch_of(CFG, seed=5, b=3)
     fields = {k: np.asarray(getattr(batch, k)).copy() for k in st.BATCH_FIELDS}
+    band = {}
+    if banded:
+        head = len(CFG.msa.prefix_token_ids)
+        n_active = ((fields["roles"] <= 0) & (fields["mask"] > 0)).sum(1).max()
+        band = dict(max_segment=int(max((fields["roles"][b] == d).sum() for b in range(3)
+                                        for d in range(1, M + 1))),
+                    max_active=int(n_active) - head)
+    forward = functools.partial(_forward, **band)
     fields["doc_labels"] = np.where(fields["doc_labels"] > 0, READ_LABEL, 0).astype(np.int32)
     marked = TrainBatch(*(jnp.asarray(fields[k]) for k in st.BATCH_FIELDS))
     active = (fields["roles"] <= 0) & (fields["mask"] > 0)
@@ -141,8 +150,8 @@ def test_read_target_attends_to_the_marked_documents_only():
             out["tokens"][b][where] = rng.integers(8, CFG.vocab_size, where.sum())
         return TrainBatch(*(jnp.asarray(out[k]) for k in st.BATCH_FIELDS))
 
-    read = _forward(CFG, params, marked, read_target=True)
-    routed = _forward(CFG, params, marked)
+    read = forward(CFG, params, marked, read_target=True)
+    routed = forward(CFG, params, marked)
     np.testing.assert_allclose(read.doc_scores[0], routed.doc_scores[0], rtol=1e-6)
     np.testing.assert_array_equal(read.selected[0], routed.selected[0])
     target = fields["doc_labels"].argmax(1) + 1  # [B] the marked document of each row
@@ -150,10 +159,10 @@ def test_read_target_attends_to_the_marked_documents_only():
     unmarked = np.where(chosen[:, 0] == target, chosen[:, 1], chosen[:, 0])  # selected, unmarked
     hidden = lambda out: np.asarray(out.hidden)[active]  # noqa: E731
     # the routed forward reads the unmarked document it selected; read_target does not
-    moved = hidden(_forward(CFG, params, edited(unmarked))) - hidden(routed)
-    np.testing.assert_allclose(hidden(_forward(CFG, params, edited(unmarked), read_target=True)),
+    moved = hidden(forward(CFG, params, edited(unmarked))) - hidden(routed)
+    np.testing.assert_allclose(hidden(forward(CFG, params, edited(unmarked), read_target=True)),
                                hidden(read), rtol=1e-6, atol=1e-6)
-    changed = hidden(_forward(CFG, params, edited(target), read_target=True)) - hidden(read)
+    changed = hidden(forward(CFG, params, edited(target), read_target=True)) - hidden(read)
     assert np.abs(changed).max() > 1e-2  # the marked document is read
     assert np.abs(moved).max() > 1e-2  # the routed forward reads what it selects
 
