@@ -10,6 +10,7 @@ from msa_jax.config import preset
 from msa_jax.data import ByteTokenizer, Document
 from msa_jax.errors import ConfigError
 from msa_jax.inference.interleave import PromptTemplate
+from msa_jax.model.train_forward import READ_LABEL
 from msa_jax.training.packing import BATCH_FIELDS
 from msa_jax.training.pipeline import (PipelineConfig, StepBatches, eval_batches,
                                        make_train_iterator)
@@ -92,7 +93,9 @@ def test_static_shapes_from_buckets_and_doc_labels():
                 ids = batch["tokens"][row][roles == d]
                 named = re.match(r"<\|im_start\|>\[(\w+)\]", TOK.decode(ids)) if len(ids) else None
                 relevant = bool(named) and named.group(1) in sample.relevant_ids
-                assert batch["doc_labels"][row, d - 1] == int(relevant)
+                # READ_LABEL: the relevant document the step's target names (its new hop)
+                read = relevant and named.group(1) == sample.relevant_ids[-1]
+                assert batch["doc_labels"][row, d - 1] == (READ_LABEL if read else int(relevant))
     assert len(seen) <= len(DATA.length_buckets) * len(DATA.doc_buckets)
 
 
