@@ -28,7 +28,7 @@ Per size:
   tier in pinned host memory), each shard filled from its own documents' rows of the
   memory-mapped tier files; the questions run under it; no scan probe.
 - with --processes P (memory parallel over P processes on localhost, jax.distributed, one CPU
-  device each, or --shards of them): the bank is built as P local banks of size / P tokens, one
+  device each, or --shards / P each): the bank is built as P local banks of size / P tokens, one
   folder each (process p's documents); each query process loads only its own folder, builds
   the `DistributedBank` and a `MemoryPlacement` over every process's devices, and the P
   processes ask the questions together; printed per process: RSS after load, view and

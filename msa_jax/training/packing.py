@@ -56,7 +56,7 @@ class TokenizedSample:
     indices of the positive documents; read: those the step reads when the LM path is given the
     right documents instead of the routed ones (`OptimConfig.read="target"`): the relevant
     documents its target names (`[id]`), or every relevant one when it names none (the answer
-    step, whose documents were injected before it).
+    step, whose documents were injected before it); () in a sample built by hand: none.
     """
 
     id: str
@@ -97,15 +97,10 @@ def tokenize_sample(sample: Sample, tok, tpl: PromptTemplate = PromptTemplate()
         labelled += [is_labelled] * len(ids)
     index = {d: i + 1 for i, d in enumerate(sample.doc_ids)}
     relevant = tuple(index[r] for r in sample.relevant_ids)
-    return TokenizedSample(sample.id, docs, tuple(active), tuple(roles), tuple(labelled),
-                           relevant, _read(sample, tpl) or relevant)
-
-
-def _read(sample: Sample, tpl: PromptTemplate) -> tuple[int, ...]:
-    """1-based indices of the relevant documents the step's target names ("[id]")."""
     target = _target(sample, tpl)
-    index = {d: i + 1 for i, d in enumerate(sample.doc_ids)}
-    return tuple(index[r] for r in sample.relevant_ids if f"[{r}]" in target)
+    read = tuple(index[r] for r in sample.relevant_ids if f"[{r}]" in target)
+    return TokenizedSample(sample.id, docs, tuple(active), tuple(roles), tuple(labelled),
+                           relevant, read or relevant)
 
 
 def _target(sample: Sample, tpl: PromptTemplate) -> str:
