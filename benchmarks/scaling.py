@@ -189,14 +189,22 @@ def main(argv=None):
     p.add_argument("--dense_questions", type=int, default=12)
     p.add_argument("--top_k", type=int, default=0, help="documents each router layer (and "
                    "BM25) selects; 0 = the model's top_k_docs")
+    p.add_argument("--shared_selection", action="store_true", help="every router layer reads "
+                   "the first router layer's documents (msa.shared_selection; on if the model's "
+                   "config.json sets it)")
     p.add_argument("--routing_dtype", default="")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="outputs/scaling")
     args = p.parse_args(argv)
     args.methods = args.methods.split(",")
+    try:  # the plot comes last: a missing extra must not cost a run of minutes
+        import matplotlib  # noqa: F401
+    except ImportError:
+        sys.exit("benchmarks/scaling.py needs matplotlib for its plot: pip install -e '.[eval]'")
     os.makedirs(args.out, exist_ok=True)
-    top_k = {"msa_overrides": {"top_k_docs": args.top_k}} if args.top_k else {}
-    model = msa_jax.from_pretrained(args.model, **top_k)
+    overrides = dict({"top_k_docs": args.top_k} if args.top_k else {},
+                     **({"shared_selection": True} if args.shared_selection else {}))
+    model = msa_jax.from_pretrained(args.model, msa_overrides=overrides)
     # dense reads the whole memory as one context: the same weights, with the position limit
     # raised to fit it (positions beyond the trained ones are the baseline's handicap, as for
     # any backbone read past its training length)

@@ -124,6 +124,8 @@ def main():
     p.add_argument("--read", choices=("routed", "target"), default="routed",
                    help="the documents the LM path reads (see above)")
     p.add_argument("--top_k", type=int, default=0, help="routed documents read; 0 = the model's")
+    p.add_argument("--shared_selection", action="store_true",
+                   help="--read=routed: every router layer reads the first one's documents")
     p.add_argument("--choose", action="store_true",
                    help="also rank every document's id by likelihood (x documents forwards)")
     args = p.parse_args()
@@ -136,6 +138,8 @@ def main():
         cfg, params, tok = trainer.cfg, trainer.state.params, trainer.tokenizer
         if args.top_k:
             cfg = cfg.replace(msa=dataclasses.replace(cfg.msa, top_k_docs=args.top_k))
+        if args.shared_selection:
+            cfg = cfg.replace(msa=dataclasses.replace(cfg.msa, shared_selection=True))
         print(f"step {trainer.step}")
         samples = held_out(config, args.questions, tuple(map(int, args.hops.split(","))),
                            args.docs_per_sample)

@@ -33,6 +33,7 @@ def get_config() -> config_dict.ConfigDict:
     c.model.kernel_implementation = "xla"  # "pallas" on GPU
     c.model.remat = False  # recompute each layer in the backward pass
     c.model.top_k_docs = 2  # documents each router layer selects in training
+    c.model.shared_selection = False  # True: every router layer reads the first one's choice
     c.model.aux_loss_method = "INFONCE_DECOUPLE"  # or INFONCE, BCE
     c.model.inference_score_mode = "cosine"  # route at inference as in training (cosine)
 

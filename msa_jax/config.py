@@ -36,7 +36,8 @@ _MSA_KEYS = {
 # The reference hard-codes these; this port keeps them in msa_config["msa_jax"].
 _PORT_KEY = "msa_jax"
 _PORT_FIELDS = ("prefix_token_ids", "query_position_offset", "inference_score_mode",
-                "last_query_rule", "bidirectional_injected_blocks", "router_init_std")
+                "last_query_rule", "bidirectional_injected_blocks", "router_init_std",
+                "shared_selection")
 
 # Hugging Face config fields that change the computation, with the only values this port computes
 # (absent counts as that value); any other value is refused rather than silently ignored.
@@ -122,6 +123,11 @@ class MSAConfig:
     bidirectional_injected_blocks: bool = False
     # Std of the router projections when a plain Qwen3 checkpoint is upgraded to MSA.
     router_init_std: float = 0.02
+    # Not in the reference (which selects per router layer): every router layer reads the
+    # documents the FIRST router layer selects (the later layers' routing scans are skipped at
+    # inference; in training their scores still feed the routing loss). For a reader trained
+    # with `optim.read="target"`, which saw one document set in all its router layers.
+    shared_selection: bool = False
     # Upstream msa_config keys this port does not interpret, kept for a faithful round trip;
     # values frozen (lists -> tuples, objects -> FrozenDict) so that the config stays hashable.
     extra: tuple[tuple[str, Any], ...] = ()

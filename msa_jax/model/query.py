@@ -90,12 +90,19 @@ def local_fetch(memory: "MemoryView", r: int, chunk_idx: Array) -> tuple[Array, 
 def make_route(cfg: ModelConfig, memory: MemoryView, routing_mask: Array, select: SelectFn,
                fetch: FetchFn, keep_doc_scores: bool = False, rows: int | None = None):
     """The `route` hook of forward_step for stage 2. `select` sees only the routing-query rows,
-    compacted to `rows` slots (router.routing_rows): padding and context tokens are not scanned."""
+    compacted to `rows` slots (router.routing_rows): padding and context tokens are not scanned.
+    With `msa.shared_selection` only the first router layer selects; the later ones read its
+    documents (and report its RoutingInfo)."""
     index, mask = routing_rows(cfg.msa, routing_mask, rows)  # [B, rows] each
+    first: list[RoutingInfo] = []  # the first router layer's choice (layers run in order)
 
     def route(layer: int, p: Projections):
         r = cfg.msa.router_index(layer)
-        info = select(cfg, memory, r, gather_rows(p.qr, index), mask)
+        if cfg.msa.shared_selection and first:
+            info = first[0]
+        else:
+            info = select(cfg, memory, r, gather_rows(p.qr, index), mask)
+            first.append(info)
         chunk_idx, chunk_valid = selected_chunks(info.doc_ids, info.valid,
                                                  memory.doc_chunk_offset, memory.doc_num_chunks,
                                                  memory.max_doc_chunks)

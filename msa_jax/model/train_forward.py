@@ -114,6 +114,8 @@ def train_forward(cfg: ModelConfig, params, batch: TrainBatch, num_docs: int,
     READ_LABEL in `doc_labels` (the step's right documents: selection teacher-forced, as a
     retriever's gold passages) instead of the router's top-k; the scores, the selection they
     make (`selected`) and so the routing loss are unchanged.
+    msa.shared_selection: every router layer reads the first router layer's selection (its own
+    scores, `selected` and routing loss unchanged).
     """
     msa = cfg.msa
     roles, mask = batch.roles, batch.mask
@@ -148,6 +150,10 @@ def train_forward(cfg: ModelConfig, params, batch: TrainBatch, num_docs: int,
         a_time = jnp.where(a_valid, take(local_time), INVALID_TIME)
         rows = jnp.arange(b)[:, None]
 
+    if msa.shared_selection and cfg.remat:  # the selection would cross the remat boundary
+        raise ValueError("msa.shared_selection needs remat=False in training")
+    first = []  # each router layer's (ids, valid); with msa.shared_selection all read the first
+
     def route(p: Projections):
         """Score, select and lay out the memory of one router layer."""
         pool = jax.vmap(lambda x, ids: pool_chunks(x[None], ids[None], c))
@@ -161,11 +167,14 @@ def train_forward(cfg: ModelConfig, params, batch: TrainBatch, num_docs: int,
             every, scores = _batch_scores(score_cfg, p.qr, routing_mask, kr, chunk_doc, num_docs,
                                           batch_rows)
         ids, _, valid = select_documents(scores, msa.top_k_docs)  # [B, k]
+        first.append((ids, valid))
+        read_ids, read_valid = first[0] if msa.shared_selection else (ids, valid)
         if read_target:
             read = jnp.pad(batch.doc_labels == READ_LABEL, ((0, 0), (1, 0)))  # [B, M + 1]
             chosen = jnp.take_along_axis(read, jnp.maximum(chunk_doc, 0), axis=1)  # [B, C]
         else:
-            chosen = (chunk_doc[:, :, None] == jnp.where(valid, ids, -2)[:, None, :]).any(-1)
+            chosen = (chunk_doc[:, :, None] == jnp.where(read_valid, read_ids, -2)[:, None, :]
+                      ).any(-1)
         kh, h = k.shape[2:]
         mem = dict(mem_k=k.reshape(b * c, kh, h).astype(p.k.dtype),
                    mem_v=v.reshape(b * c, kh, h).astype(p.v.dtype),

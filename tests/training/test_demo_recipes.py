@@ -12,7 +12,8 @@ from msa_jax.utils import load_python_file
 from tests.conftest import REPO
 
 RECIPES = ("train_demo_router.py", "train_demo.py", "train_demo_read.py",
-           "train_demo_answer.py", "train_demo_reader.py", "train_demo_teacher.py")
+           "train_demo_answer.py", "train_demo_reader.py", "train_demo_teacher.py") + tuple(
+    f"train_demo_curriculum.py:{stage}" for stage in ("read1", "mix", "answer", "mix2"))
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,8 @@ def bundled():
 
 @pytest.mark.parametrize("name", RECIPES)
 def test_recipe_samples_fit_its_buckets(bundled, name):
-    config = load_python_file(f"{REPO}/configs/{name}").get_config()
+    file, *stage = name.split(":")  # FILE:ARG, as --config takes it
+    config = load_python_file(f"{REPO}/configs/{file}").get_config(*stage)
     d = config.data
     d.num_queries = 24
     ocfg = optim_config(config)
@@ -38,6 +40,11 @@ def test_recipe_samples_fit_its_buckets(bundled, name):
     assert len(batches.sizes) == len(samples)
     assert batches.sizes[:, 1].max() == d.docs_per_sample
     assert ocfg.read == config.optim.get("read", "routed")
+
+
+def test_curriculum_refuses_an_unknown_stage():
+    with pytest.raises(ValueError, match="stage 'warmup' is not one of"):
+        load_python_file(f"{REPO}/configs/train_demo_curriculum.py").get_config("warmup")
 
 
 def test_kinds_keeps_the_named_steps():

@@ -167,6 +167,32 @@ def test_read_target_attends_to_the_marked_documents_only(banded):
     assert np.abs(moved).max() > 1e-2  # the routed forward reads what it selects
 
 
+def test_shared_selection_reads_the_first_router_layers_documents():
+    """msa.shared_selection: both router layers (1, 2 of 3) read layer 1's top-2, so the forward
+    equals read_target with those documents marked; each layer's own scores and selection (the
+    routing loss's and the recall's) are those of the forward without the option."""
+    from msa_jax.model.train_forward import READ_LABEL
+
+    cfg = CFG.replace(num_layers=3, msa=dataclasses.replace(CFG.msa, router_layers=(1, 2)))
+    shared = cfg.replace(msa=dataclasses.replace(cfg.msa, shared_selection=True))
+    params = init_params(cfg, 0)
+    batch = batch_of(cfg, seed=5, b=4)
+    own, out = _forward(cfg, params, batch), _forward(shared, params, batch)
+    first, second = (np.asarray(s) for s in own.selected)  # [B, 2] document numbers 1..M
+    assert any(set(a) != set(b) for a, b in zip(first, second))  # layer 2 chooses otherwise
+    for a, b in zip(own.selected + own.doc_scores, out.selected + out.doc_scores):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
+    labels = np.zeros(np.asarray(batch.doc_labels).shape, np.int32)
+    np.put_along_axis(labels, first - 1, READ_LABEL, axis=1)  # the documents layer 1 selected
+    marked = batch.replace(doc_labels=jnp.asarray(labels))
+    read = _forward(cfg, params, marked, read_target=True)
+    np.testing.assert_allclose(np.asarray(out.hidden), np.asarray(read.hidden), rtol=1e-6,
+                               atol=1e-6)
+    assert np.abs(np.asarray(out.hidden) - np.asarray(own.hidden)).max() > 1e-3
+    with pytest.raises(ValueError, match="remat"):
+        _forward(shared.replace(remat=True), params, batch)
+
+
 def test_banded_forward_and_batch_negatives_compute_the_same_function():
     """max_segment (banded document attention, memory attention for the active tokens only) and
     batch_rows (questions scored against the whole batch) change how, not what: hidden states

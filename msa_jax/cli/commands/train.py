@@ -114,7 +114,8 @@ def model_and_tokenizer(config, init_from: str | None):
     policy = dict(dtype=m.dtype, param_dtype=m.param_dtype,
                   kernel_implementation=m.kernel_implementation, remat=m.remat)
     msa_keys = dict(top_k_docs=m.top_k_docs, aux_loss_method=m.aux_loss_method,
-                    inference_score_mode=m.inference_score_mode)
+                    inference_score_mode=m.inference_score_mode,
+                    shared_selection=bool(m.get("shared_selection", False)))
     if init_from:
         common.require_dir(init_from, "--init_from checkpoint")
         base = msa_jax.from_pretrained(init_from)
