@@ -202,8 +202,9 @@ def main(argv=None):
     except ImportError:
         sys.exit("benchmarks/scaling.py needs matplotlib for its plot: pip install -e '.[eval]'")
     os.makedirs(args.out, exist_ok=True)
-    overrides = dict({"top_k_docs": args.top_k} if args.top_k else {},
-                     **({"shared_selection": True} if args.shared_selection else {}))
+    overrides = {"top_k_docs": args.top_k} if args.top_k else {}
+    if args.shared_selection:
+        overrides["shared_selection"] = True
     model = msa_jax.from_pretrained(args.model, msa_overrides=overrides)
     # dense reads the whole memory as one context: the same weights, with the position limit
     # raised to fit it (positions beyond the trained ones are the baseline's handicap, as for
