@@ -41,7 +41,7 @@ def get_config() -> config_dict.ConfigDict:
     c.optim.weight_decay = 0.01
     c.optim.clip_norm = 1.0
     c.optim.accumulate_steps = 1
-    c.optim.freeze = ""  # "", "router" or "backbone"
+    c.optim.freeze = ""  # "", "router", "backbone" or "routing" (docs/training.md)
     # router layers' memory in the LM path: "routed" (the top-k, as the paper) or "target"
     # (the step's right documents: teacher-forced selection, docs/training.md)
     c.optim.read = "routed"

@@ -7,13 +7,18 @@ schedules are joined with `optax.join_schedules`, so the step count alone says w
 
 Parameters fall into two groups, the router projections (`router_q_proj`, `router_k_proj`) and
 the rest, partitioned with `optax.multi_transform`: each group gets its own learning-rate scale
-per phase, and either group can be frozen (`optax.set_to_zero`). Updates are clipped by global
+per phase, and either group can be frozen (`optax.set_to_zero`). `freeze="routing"` freezes
+what the first router layer's routing scores are computed from (the token embedding, the layers
+below it, its input norm) and every router projection: with `msa.shared_selection` (every
+router layer reads the first one's choice) the documents a question selects then stay exactly
+as they were, while the layers above learn to read. Updates are clipped by global
 norm; `accumulate_steps > 1` wraps everything in `optax.MultiSteps` (one update every N micro-batches).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Sequence
 
 import jax
@@ -23,6 +28,8 @@ import optax
 from msa_jax.config import ConfigError
 
 ROUTER, BACKBONE = "router", "backbone"
+ROUTING, FROZEN = "routing", "frozen"  # a freeze mode; the label of what it freezes
+FREEZES = ("", ROUTER, BACKBONE, ROUTING)
 DECAYS = ("cosine", "linear", "constant")
 
 
@@ -69,7 +76,9 @@ class OptimConfig:
     eps: float = 1e-8
     clip_norm: float = 1.0  # global-norm clipping of the gradient; 0 = none
     accumulate_steps: int = 1  # micro-batches per update (optax.MultiSteps)
-    freeze: str = ""  # "", "router" or "backbone": that group never moves
+    # "", "router" or "backbone": that group never moves; "routing": the router projections and
+    # everything below the first router layer's routing scores (make_optimizer's routing_layer)
+    freeze: str = ""
     # routing-loss negatives: 0 = the sample's own documents; R > 0 = every document of the
     # global batch, each question scored from up to R routing tokens (the packer checks)
     batch_negatives: int = 0
@@ -90,8 +99,8 @@ class OptimConfig:
             raise ConfigError(f"optim.accumulate_steps must be >= 1, got {self.accumulate_steps}")
         if self.read not in ("routed", "target"):
             raise ConfigError(f"optim.read={self.read!r}; expected 'routed' or 'target'")
-        if self.freeze not in ("", ROUTER, BACKBONE):
-            raise ConfigError(f"optim.freeze={self.freeze!r}; expected '', 'router' or 'backbone'")
+        if self.freeze not in FREEZES:
+            raise ConfigError(f"optim.freeze={self.freeze!r}; expected one of {FREEZES}")
         if (self.max_segment > 0) != (self.max_active > 0):
             raise ConfigError("optim.max_segment and optim.max_active go together (both > 0 "
                               "for banded attention, or both 0)")
@@ -148,17 +157,34 @@ def loss_weights(cfg: OptimConfig, update: jax.Array) -> tuple[jax.Array, jax.Ar
     return lm, aux
 
 
-def param_groups(params) -> dict:
-    """Pytree of group labels: ROUTER for the router projections, BACKBONE for the rest."""
+def _in_routing_path(names: list[str], routing_layer: int) -> bool:
+    """Whether a parameter feeds layer `routing_layer`'s routing scores (router projections
+    aside): the token embedding, the layers below it, and its input norm."""
+    if names[0] == "embed_tokens":
+        return True
+    head, _, index = names[0].rpartition("_")
+    if head != "layers" or not index.isdigit():
+        return False
+    return int(index) < routing_layer or (int(index) == routing_layer
+                                          and names[1] == "input_layernorm")
+
+
+def param_groups(params, routing_layer: int | None = None) -> dict:
+    """Pytree of group labels: ROUTER for the router projections, BACKBONE for the rest; with
+    `routing_layer`, FROZEN for the rest of what that layer's routing scores depend on."""
     def label(path, _):
         names = [str(getattr(k, "key", k)) for k in path]
-        return ROUTER if any(n.startswith("router_") for n in names) else BACKBONE
+        if any(n.startswith("router_") for n in names):
+            return ROUTER
+        if routing_layer is not None and _in_routing_path(names, routing_layer):
+            return FROZEN
+        return BACKBONE
 
     return jax.tree_util.tree_map_with_path(label, params)
 
 
 def _adamw(cfg: OptimConfig, group: str) -> optax.GradientTransformation:
-    if cfg.freeze == group:
+    if cfg.freeze == group or (cfg.freeze == ROUTING and group == ROUTER):
         return optax.set_to_zero()
     return optax.adamw(learning_rate(cfg, group), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
                        weight_decay=cfg.weight_decay, mask=_decay_mask)
@@ -169,14 +195,24 @@ def _decay_mask(params):
     return jax.tree.map(lambda x: x.ndim > 1, params)
 
 
-def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
-    """clip by global norm -> per-group AdamW (router / backbone) [-> MultiSteps]."""
+def make_optimizer(cfg: OptimConfig,
+                   routing_layer: int | None = None) -> optax.GradientTransformation:
+    """clip by global norm -> per-group AdamW (router / backbone) [-> MultiSteps].
+
+    routing_layer: the first router layer (`ModelConfig.msa.router_layers[0]`); needed by
+    `freeze="routing"` only."""
     parts: Sequence[optax.GradientTransformation] = []
     if cfg.clip_norm:
         parts = [optax.clip_by_global_norm(cfg.clip_norm)]
-    groups = optax.multi_transform({ROUTER: _adamw(cfg, ROUTER), BACKBONE: _adamw(cfg, BACKBONE)},
-                                   param_groups)
-    tx = optax.chain(*parts, groups)
+    groups = {ROUTER: _adamw(cfg, ROUTER), BACKBONE: _adamw(cfg, BACKBONE)}
+    labels = param_groups
+    if cfg.freeze == ROUTING:
+        if routing_layer is None:
+            raise ConfigError("optim.freeze='routing' needs the first router layer "
+                              "(make_optimizer(cfg, routing_layer=...))")
+        groups[FROZEN] = optax.set_to_zero()
+        labels = functools.partial(param_groups, routing_layer=routing_layer)
+    tx = optax.chain(*parts, optax.multi_transform(groups, labels))
     if cfg.accumulate_steps > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=cfg.accumulate_steps)
     return tx

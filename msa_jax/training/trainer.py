@@ -56,7 +56,7 @@ class Trainer:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         self.cfg, self.ocfg, self.data, self.workdir = cfg, ocfg, data, workdir
         self.mesh = mesh if mesh is not None else data_mesh()
-        self.tx = optim.make_optimizer(ocfg)
+        self.tx = optim.make_optimizer(ocfg, routing_layer=cfg.msa.router_layers[0])
         self.checkpoint_every, self.log_every = checkpoint_every, log_every
         self.eval_every, self.eval_fn = eval_every, eval_fn
         self.show_progress, self.tokenizer = show_progress, tokenizer

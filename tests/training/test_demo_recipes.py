@@ -13,7 +13,8 @@ from tests.conftest import REPO
 
 RECIPES = ("train_demo_router.py", "train_demo.py", "train_demo_read.py",
            "train_demo_answer.py", "train_demo_reader.py", "train_demo_teacher.py") + tuple(
-    f"train_demo_curriculum.py:{stage}" for stage in ("read1", "mix", "answer", "mix2"))
+    f"train_demo_curriculum.py:{stage}" for stage in ("read1", "mix", "answer", "mix2")) + tuple(
+    f"train_demo_frozen_routing.py:{stage}" for stage in ("answer", "mix"))
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +43,10 @@ def test_recipe_samples_fit_its_buckets(bundled, name):
     assert ocfg.read == config.optim.get("read", "routed")
 
 
-def test_curriculum_refuses_an_unknown_stage():
+@pytest.mark.parametrize("file", ["train_demo_curriculum.py", "train_demo_frozen_routing.py"])
+def test_staged_recipes_refuse_an_unknown_stage(file):
     with pytest.raises(ValueError, match="stage 'warmup' is not one of"):
-        load_python_file(f"{REPO}/configs/train_demo_curriculum.py").get_config("warmup")
+        load_python_file(f"{REPO}/configs/{file}").get_config("warmup")
 
 
 def test_kinds_keeps_the_named_steps():

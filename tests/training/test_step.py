@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from kernels_pallas import common
-from msa_jax.config import preset
+from msa_jax.config import ConfigError, preset
 from msa_jax.model.params import abstract_params, init_params
 from msa_jax.model.train_forward import TrainBatch
 from msa_jax.training import optim
@@ -191,6 +191,37 @@ def test_shared_selection_reads_the_first_router_layers_documents():
     assert np.abs(np.asarray(out.hidden) - np.asarray(own.hidden)).max() > 1e-3
     with pytest.raises(ValueError, match="remat"):
         _forward(shared.replace(remat=True), params, batch)
+
+
+def test_frozen_routing_keeps_the_first_router_layers_scores():
+    """optim.freeze="routing": after training steps the first router layer's routing scores (so
+    its selection) are those of the initial params, while the layers above it have moved (the
+    second router layer's scores and the hidden states change)."""
+    cfg = CFG.replace(num_layers=3, msa=dataclasses.replace(CFG.msa, router_layers=(1, 2)))
+    ocfg = optim.OptimConfig(phases=(optim.Phase(steps=5, lr=1e-2),), freeze="routing")
+    with pytest.raises(ConfigError, match="routing_layer"):
+        optim.make_optimizer(ocfg)
+    tx = optim.make_optimizer(ocfg, routing_layer=1)
+    params = init_params(cfg, 0)
+    batch = batch_of(cfg, seed=5, b=4)
+    step = jax.jit(st.make_step(cfg, ocfg, tx, M))
+    state = st.init_state(params, tx)
+    for _ in range(3):
+        state, _ = step(state, batch)
+    moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), state.params, params)
+    assert not any(jax.tree.leaves(moved["embed_tokens"]) + jax.tree.leaves(moved["layers_0"]))
+    assert not moved["layers_1"]["input_layernorm"]["scale"]
+    for layer in ("layers_1", "layers_2"):
+        attn = moved[layer]["self_attn"]
+        assert not attn["router_q_proj"]["kernel"] and not attn["router_k_proj"]["kernel"]
+    assert moved["layers_1"]["self_attn"]["q_proj"]["kernel"] and moved["lm_head"]["kernel"]
+    before, after = _forward(cfg, params, batch), _forward(cfg, state.params, batch)
+    # the same computation on the same (unchanged) params: equal
+    np.testing.assert_array_equal(np.asarray(after.doc_scores[0]),
+                                  np.asarray(before.doc_scores[0]))
+    a, b = np.asarray(after.doc_scores[1]), np.asarray(before.doc_scores[1])
+    real = np.isfinite(b)  # -inf: no document in that slot
+    assert np.abs(a[real] - b[real]).max() > 1e-4
 
 
 def test_banded_forward_and_batch_negatives_compute_the_same_function():
