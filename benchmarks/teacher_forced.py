@@ -117,7 +117,8 @@ def choose(forward, params, samples, tok, cfg, pcfg) -> list[bool]:
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workdir", required=True)
-    p.add_argument("--config", default="configs/train_demo.py")
+    p.add_argument("--config", default="configs/train_demo.py",
+                   help="the recipe of the checkpoint: FILE or FILE:ARG, as msa-jax train takes it")
     p.add_argument("--questions", type=int, default=32, help="per chain length")
     p.add_argument("--hops", default="1,2", help="chain lengths, comma-separated")
     p.add_argument("--docs_per_sample", type=int, default=0, help="0 = the recipe's")
@@ -129,7 +130,8 @@ def main():
     p.add_argument("--choose", action="store_true",
                    help="also rank every document's id by likelihood (x documents forwards)")
     args = p.parse_args()
-    config = load_python_file(args.config).get_config()
+    file, *arg = args.config.split(":", 1)
+    config = load_python_file(file).get_config(*arg)
     config.eval.every = 0
     config.data.num_queries = 8  # the trainer's own samples are not used
     with tempfile.TemporaryDirectory() as tmp:

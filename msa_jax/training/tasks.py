@@ -151,13 +151,16 @@ def make_retrieval_samples(num_queries: int, *, hops: int = 1, docs_per_sample: 
                            hard_negatives: int = 0, corpus_docs: int | None = None,
                            split: str = "train", entities: EntitySplit = EntitySplit(),
                            seed: int = 0, with_answer: bool = False, id_digits: int = 0,
-                           tpl: PromptTemplate = PromptTemplate()) -> list[Sample]:
+                           tpl: PromptTemplate = PromptTemplate(),
+                           facts_per_doc: tuple[int, int] = (2, 5)) -> list[Sample]:
     """Samples of `num_queries` fact questions, each over `docs_per_sample` documents: its
     chain, `hard_negatives` per hop, and distractors drawn from a corpus of `corpus_docs`
     fact documents (default num_queries * hops + docs_per_sample) naming only `split`'s
     persons. Sample ids are "{split}-{query}.{hop}" (and "{split}-{query}.answer").
     id_digits n > 0: every sample's documents get fresh random ids of 1..n digits (the model
     must copy an id of any length; see `_renamed`); 0 keeps the corpus ids.
+    facts_per_doc: (low, high) facts per corpus document (`make_needle_task`); (1, 1) makes a
+    needle document's value the only value its text states (an easier answer step).
     The same arguments always give the same samples.
     """
     if docs_per_sample < 1:
@@ -165,7 +168,8 @@ def make_retrieval_samples(num_queries: int, *, hops: int = 1, docs_per_sample: 
     corpus_docs = num_queries * hops + docs_per_sample if corpus_docs is None else corpus_docs
     documents, queries = make_needle_task(corpus_docs, num_queries, seed=seed, hops=hops,
                                           people=entities.people(split),
-                                          hard_negatives=hard_negatives)
+                                          hard_negatives=hard_negatives,
+                                          facts_per_doc=tuple(facts_per_doc))
     samples = _samples(documents, queries, corpus_docs, hops, hard_negatives, docs_per_sample,
                        seed, f"{split}-", tpl, with_answer, id_digits)
     if split == "train":

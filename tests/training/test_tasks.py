@@ -100,6 +100,25 @@ def test_single_hop_samples_hold_hard_negatives_and_are_deterministic():
         make_retrieval_samples(2, docs_per_sample=2, hard_negatives=2)
 
 
+def test_one_fact_per_document_leaves_one_value_in_an_answer_steps_text():
+    """facts_per_doc=(1, 1) (the easy answer-step curriculum): every document states one fact,
+    so the injected text of a two-hop answer step holds the answer as its only value word;
+    the default (2, 5) gives several facts per document."""
+    from msa_jax.data.synthetic import VALUES
+
+    easy = make_retrieval_samples(6, hops=2, docs_per_sample=4, with_answer=True,
+                                  facts_per_doc=(1, 1))
+    for s in easy:
+        assert all(len(_keys(d.text)) == 1 for d in s.documents), s.id
+    answers = [s for s in easy if s.answer is not None]
+    assert len(answers) == 6
+    for s in answers:
+        injected = " ".join(text for _, text in s.history)
+        assert [w for w in re.findall(r"\w+", injected) if w in VALUES] == [s.answer]
+    default = make_retrieval_samples(6, hops=2, docs_per_sample=4, with_answer=True)
+    assert max(len(_keys(d.text)) for s in default for d in s.documents) > 1
+
+
 def test_held_out_entities_never_in_training():
     split = EntitySplit(eval_fraction=0.2, seed=5)
     held = set(split.people("eval").tolist())

@@ -155,7 +155,9 @@ def training_samples(d):
                                                 docs_per_sample=d.docs_per_sample,
                                                 hard_negatives=d.hard_negatives, seed=d.seed + i,
                                                 with_answer=d.get("with_answer", False),
-                                                id_digits=d.get("id_digits", 0))
+                                                id_digits=d.get("id_digits", 0),
+                                                facts_per_doc=tuple(d.get("facts_per_doc",
+                                                                          (2, 5))))
     out = [s for s in out if ("answer" if s.answer is not None else "retrieve") in kinds]
     if not out:
         source = f"samples of {d.samples}" if d.get("samples") else "samples"
