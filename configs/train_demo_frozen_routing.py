@@ -24,9 +24,10 @@ only user of negatives, is off). The reader reads the step's right documents
   cosine to 1e-4, so that the model writes `[id]` again after `answer`.
 Measured (docs/training.md, "The answer step over a frozen routing path"): from the bundled
 model neither `answer` (900 steps, 921 s; teacher-forced answer step 0.000) nor `answer1` (300
-steps) left the LM loss plateau; from random weights with the 0.02 embedding and nothing frozen
-(`--config.optim.freeze= --config.model.embedding_init_std=0.02`), `answer1` left it after ~230
-steps and `answer` (600 steps) then reached 0.375 teacher-forced. `mix` was not run.
+steps) left the LM loss plateau; from random weights with nothing frozen
+(`--config.optim.freeze=`, no --init_from), `answer1` left it after ~130 steps (the N(0, 1)
+embedding) or ~230 (`--config.model.embedding_init_std=0.02`; then `answer`, 600 steps, reached
+0.375 teacher-forced). The bundled model's trained state blocks the copy. `mix` was not run.
 """
 
 import os
