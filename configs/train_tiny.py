@@ -59,6 +59,7 @@ def get_config() -> config_dict.ConfigDict:
     c.data.docs_per_sample = 4
     c.data.hard_negatives = 0
     c.data.facts_per_doc = (2, 5)  # (low, high) facts per synthetic document
+    c.data.answer_routing = True  # False: the answer steps carry no routing labels
     c.data.batch_size = 8  # global batch
     c.data.length_buckets = (1024, 1280)
     c.data.doc_buckets = (4,)

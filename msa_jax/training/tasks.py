@@ -86,8 +86,10 @@ def _injected(doc_id: str, texts: dict[str, str], tpl: PromptTemplate) -> str:
 
 
 def _chain_samples(prefix: str, query: Query, docs: tuple[Document, ...], texts: dict[str, str],
-                   tpl: PromptTemplate, with_answer: bool) -> list[Sample]:
-    """One sample per retrieval step of `query`'s chain (plus the answer step)."""
+                   tpl: PromptTemplate, with_answer: bool,
+                   answer_routing: bool = True) -> list[Sample]:
+    """One sample per retrieval step of `query`'s chain (plus the answer step; with
+    `answer_routing=False` it has no relevant ids: no routing positive, nothing read)."""
     chain, history, out = query.reference_ids, [], []
     for hop, doc_id in enumerate(chain):
         target = retrieval_target((doc_id,), tpl)
@@ -97,8 +99,9 @@ def _chain_samples(prefix: str, query: Query, docs: tuple[Document, ...], texts:
                           target, history=tuple(history)))
         history.append((target, _injected(doc_id, texts, tpl)))
     if with_answer:
-        out.append(Sample(f"{prefix}{query.id}.answer", docs, query.question, chain,
-                          tpl.end_of_retrieve, query.answers[0], tuple(history)))
+        out.append(Sample(f"{prefix}{query.id}.answer", docs, query.question,
+                          chain if answer_routing else (), tpl.end_of_retrieve,
+                          query.answers[0], tuple(history)))
     return out
 
 
@@ -121,7 +124,8 @@ def _renamed(docs: tuple[Document, ...], query: Query, rng: np.random.Generator,
 
 def _samples(documents: list[Document], queries: list[Query], corpus_docs: int, hops: int,
              hard_negatives: int, docs_per_sample: int, seed: int, prefix: str,
-             tpl: PromptTemplate, with_answer: bool, id_digits: int = 0) -> list[Sample]:
+             tpl: PromptTemplate, with_answer: bool, id_digits: int = 0,
+             answer_routing: bool = True) -> list[Sample]:
     texts = {d.id: d.text for d in documents}
     per_query = hops * hard_negatives
     out = []
@@ -143,7 +147,7 @@ def _samples(documents: list[Document], queries: list[Query], corpus_docs: int, 
         if id_digits:
             docs, query = _renamed(docs, query, rng, id_digits)
             texts = {d.id: d.text for d in docs}
-        out += _chain_samples(prefix, query, docs, texts, tpl, with_answer)
+        out += _chain_samples(prefix, query, docs, texts, tpl, with_answer, answer_routing)
     return out
 
 
@@ -152,7 +156,8 @@ def make_retrieval_samples(num_queries: int, *, hops: int = 1, docs_per_sample: 
                            split: str = "train", entities: EntitySplit = EntitySplit(),
                            seed: int = 0, with_answer: bool = False, id_digits: int = 0,
                            tpl: PromptTemplate = PromptTemplate(),
-                           facts_per_doc: tuple[int, int] = (2, 5)) -> list[Sample]:
+                           facts_per_doc: tuple[int, int] = (2, 5),
+                           answer_routing: bool = True) -> list[Sample]:
     """Samples of `num_queries` fact questions, each over `docs_per_sample` documents: its
     chain, `hard_negatives` per hop, and distractors drawn from a corpus of `corpus_docs`
     fact documents (default num_queries * hops + docs_per_sample) naming only `split`'s
@@ -161,6 +166,9 @@ def make_retrieval_samples(num_queries: int, *, hops: int = 1, docs_per_sample: 
     must copy an id of any length; see `_renamed`); 0 keeps the corpus ids.
     facts_per_doc: (low, high) facts per corpus document (`make_needle_task`); (1, 1) makes a
     needle document's value the only value its text states (an easier answer step).
+    answer_routing: False gives the answer steps no relevant ids, so the routing loss does not
+    train on them (their routing query holds the injected text, which matches its own document)
+    and `optim.read="target"` reads no document for them.
     The same arguments always give the same samples.
     """
     if docs_per_sample < 1:
@@ -171,7 +179,7 @@ def make_retrieval_samples(num_queries: int, *, hops: int = 1, docs_per_sample: 
                                           hard_negatives=hard_negatives,
                                           facts_per_doc=tuple(facts_per_doc))
     samples = _samples(documents, queries, corpus_docs, hops, hard_negatives, docs_per_sample,
-                       seed, f"{split}-", tpl, with_answer, id_digits)
+                       seed, f"{split}-", tpl, with_answer, id_digits, answer_routing)
     if split == "train":
         check_held_out(samples, entities.people("eval"))
     return samples

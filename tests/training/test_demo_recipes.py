@@ -14,7 +14,8 @@ from tests.conftest import REPO
 RECIPES = ("train_demo_router.py", "train_demo.py", "train_demo_read.py",
            "train_demo_answer.py", "train_demo_reader.py", "train_demo_teacher.py") + tuple(
     f"train_demo_curriculum.py:{stage}" for stage in ("read1", "mix", "answer", "mix2")) + tuple(
-    f"train_demo_frozen_routing.py:{stage}" for stage in ("answer", "mix"))
+    f"train_demo_frozen_routing.py:{stage}" for stage in ("answer1", "answer", "mix")) + tuple(
+    f"train_demo_both.py:{stage}" for stage in ("easy", "full"))
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,8 @@ def test_recipe_samples_fit_its_buckets(bundled, name):
     assert ocfg.read == config.optim.get("read", "routed")
 
 
-@pytest.mark.parametrize("file", ["train_demo_curriculum.py", "train_demo_frozen_routing.py"])
+@pytest.mark.parametrize("file", ["train_demo_curriculum.py", "train_demo_frozen_routing.py",
+                                  "train_demo_both.py"])
 def test_staged_recipes_refuse_an_unknown_stage(file):
     with pytest.raises(ValueError, match="stage 'warmup' is not one of"):
         load_python_file(f"{REPO}/configs/{file}").get_config("warmup")

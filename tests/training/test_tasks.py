@@ -119,6 +119,31 @@ def test_one_fact_per_document_leaves_one_value_in_an_answer_steps_text():
     assert max(len(_keys(d.text)) for s in default for d in s.documents) > 1
 
 
+def test_answer_steps_without_routing_labels():
+    """answer_routing=False: the answer steps keep their text and target but have no relevant
+    ids, so their packed doc_labels hold no routing positive (the routing loss and recall skip
+    a sample without one) and nothing to read; the retrieval steps are unchanged."""
+    from msa_jax.data import ByteTokenizer
+    from msa_jax.training.packing import pack_batch, tokenize_sample
+
+    kw = dict(hops=2, docs_per_sample=4, with_answer=True, seed=3)
+    on, off = make_retrieval_samples(4, **kw), make_retrieval_samples(4, **kw,
+                                                                      answer_routing=False)
+    assert len(on) == len(off) == 4 * 3
+    for a, b in zip(on, off):
+        if a.answer is None:
+            assert a == b
+        else:
+            assert a.relevant_ids and b.relevant_ids == ()
+            assert (b.question, b.target, b.answer, b.history) == (a.question, a.target,
+                                                                     a.answer, a.history)
+    tok = ByteTokenizer()
+    steps = [s for s in off if s.answer is not None][:1] + [off[0]]
+    batch = pack_batch([tokenize_sample(s, tok) for s in steps], tok.encode("<h>"), 7, 0, 2048,
+                       4)
+    assert not batch["doc_labels"][0].any() and batch["doc_labels"][1].any()
+
+
 def test_held_out_entities_never_in_training():
     split = EntitySplit(eval_fraction=0.2, seed=5)
     held = set(split.people("eval").tolist())

@@ -157,7 +157,8 @@ def training_samples(d):
                                                 with_answer=d.get("with_answer", False),
                                                 id_digits=d.get("id_digits", 0),
                                                 facts_per_doc=tuple(d.get("facts_per_doc",
-                                                                          (2, 5))))
+                                                                          (2, 5))),
+                                                answer_routing=d.get("answer_routing", True))
     out = [s for s in out if ("answer" if s.answer is not None else "retrieve") in kinds]
     if not out:
         source = f"samples of {d.samples}" if d.get("samples") else "samples"
