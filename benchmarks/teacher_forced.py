@@ -49,15 +49,17 @@ from msa_jax.training.samples import retrieval_target  # noqa: E402
 from msa_jax.utils import load_python_file  # noqa: E402
 
 
-def held_out(config, n: int, hops=(1, 2), docs_per_sample: int = 0):
+def held_out(config, n: int, hops=(1, 2), docs_per_sample: int = 0, facts_per_doc=None):
     d = config.data
     docs = docs_per_sample or d.docs_per_sample
+    facts = tuple(facts_per_doc or d.get("facts_per_doc", (2, 5)))
     out = []
     for h in hops:
         out += tasks.make_retrieval_samples(n, hops=h, docs_per_sample=docs,
                                             hard_negatives=d.hard_negatives if docs > h else 0,
                                             split="eval", seed=77 + h, with_answer=True,
-                                            id_digits=d.get("id_digits", 0))
+                                            id_digits=d.get("id_digits", 0),
+                                            facts_per_doc=facts)
     return out
 
 
@@ -122,6 +124,8 @@ def main():
     p.add_argument("--questions", type=int, default=32, help="per chain length")
     p.add_argument("--hops", default="1,2", help="chain lengths, comma-separated")
     p.add_argument("--docs_per_sample", type=int, default=0, help="0 = the recipe's")
+    p.add_argument("--facts_per_doc", default="",
+                   help="LOW,HIGH facts per document; empty = the recipe's data.facts_per_doc")
     p.add_argument("--read", choices=("routed", "target"), default="routed",
                    help="the documents the LM path reads (see above)")
     p.add_argument("--top_k", type=int, default=0, help="routed documents read; 0 = the model's")
@@ -143,8 +147,9 @@ def main():
         if args.shared_selection:
             cfg = cfg.replace(msa=dataclasses.replace(cfg.msa, shared_selection=True))
         print(f"step {trainer.step}")
+        facts = tuple(map(int, args.facts_per_doc.split(","))) if args.facts_per_doc else None
         samples = held_out(config, args.questions, tuple(map(int, args.hops.split(","))),
-                           args.docs_per_sample)
+                           args.docs_per_sample, facts)
         pcfg = pipeline.PipelineConfig(batch_size=16, length_buckets=config.data.length_buckets,
                                        doc_buckets=config.data.doc_buckets)
 

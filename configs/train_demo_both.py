@@ -14,6 +14,9 @@ weights of 2026-12-01). `L_LM + L_aux`, lr 3e-3 constant.
 - `easy`: one fact per document (`data.facts_per_doc=(1, 1)`: the answer is the only value word
   in the injected text), 300 steps;
 - `full`: 2-5 facts per document, 600 steps, lr 2e-3 cosine to 1e-4 (from `easy`'s export).
+Measured (docs/training.md): `easy` trains the router at once (routing loss 4.82 -> 0.84 in 300
+steps, held-out recall@10 0.42 among 2,064 documents) but the copy does not start in 600 steps
+(teacher-forced answer step 0.031); `full` was not run.
 """
 
 import os
