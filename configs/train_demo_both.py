@@ -16,7 +16,10 @@ weights of 2026-12-01). `L_LM + L_aux`, lr 3e-3 constant.
 - `full`: 2-5 facts per document, 600 steps, lr 2e-3 cosine to 1e-4 (from `easy`'s export).
 Measured (docs/training.md): `easy` trains the router at once (routing loss 4.82 -> 0.84 in 300
 steps, held-out recall@10 0.42 among 2,064 documents) but the copy does not start in 600 steps
-(teacher-forced answer step 0.031); `full` was not run.
+(teacher-forced answer step 0.031). Started instead from a model that learned the copy alone
+(`configs/train_demo_frozen_routing.py:answer1 --config.optim.freeze=`, from random weights),
+600 steps of `easy` keep the copy (answer step 1.000 teacher-forced, one-fact documents) while
+the router starts late (held-out recall@10 0.31 at step 600). `full` was not run.
 """
 
 import os
