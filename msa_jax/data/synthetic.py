@@ -45,6 +45,7 @@ VALUES = ("amber", "azure", "crimson", "ivory", "jade", "violet", "Lisbon", "Osl
 RELATIONS = ("mentor", "neighbour", "cousin", "landlord", "partner", "rival", "doctor", "teacher",
              "lawyer", "coach", "editor", "tenant", "banker", "tailor", "barber", "pilot")
 INITIALS = tuple("ABCDEFGHIJKLMNOPRSTVW")
+FACTS_PER_DOC = (2, 5)  # facts per needle-task document, inclusive (make_needle_task's default)
 # A person is (first name, middle initial, last name): 21504 people, enough distinct subjects
 # for ~10^5-document needle tasks.
 _PERSON_SHAPE = (len(FIRST_NAMES), len(INITIALS), len(LAST_NAMES))
@@ -122,7 +123,7 @@ def make_corpus(num_docs: int, doc_len_range: tuple[int, int] = (2, 6),
 
 
 def make_needle_task(num_docs: int, num_queries: int, seed: int = 0, hops: int = 1,
-                     facts_per_doc: tuple[int, int] = (2, 5),
+                     facts_per_doc: tuple[int, int] = FACTS_PER_DOC,
                      relation_fraction: float = 0.25, *, people: Sequence[int] | None = None,
                      hard_negatives: int = 0) -> tuple[list[Document], list[Query]]:
     """Fact documents and questions over them.

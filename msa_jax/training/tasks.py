@@ -29,7 +29,7 @@ import numpy as np
 
 from msa_jax.data.corpus import Document
 from msa_jax.data.queries import Query
-from msa_jax.data.synthetic import PERSON_SHAPE, make_needle_task, person_index
+from msa_jax.data.synthetic import FACTS_PER_DOC, PERSON_SHAPE, make_needle_task, person_index
 from msa_jax.errors import ConfigError
 from msa_jax.inference.interleave import PromptTemplate
 from msa_jax.training.samples import Sample, SampleError, retrieval_target
@@ -156,7 +156,7 @@ def make_retrieval_samples(num_queries: int, *, hops: int = 1, docs_per_sample: 
                            split: str = "train", entities: EntitySplit = EntitySplit(),
                            seed: int = 0, with_answer: bool = False, id_digits: int = 0,
                            tpl: PromptTemplate = PromptTemplate(),
-                           facts_per_doc: tuple[int, int] = (2, 5),
+                           facts_per_doc: tuple[int, int] = FACTS_PER_DOC,
                            answer_routing: bool = True) -> list[Sample]:
     """Samples of `num_queries` fact questions, each over `docs_per_sample` documents: its
     chain, `hard_negatives` per hop, and distractors drawn from a corpus of `corpus_docs`

@@ -139,6 +139,7 @@ def training_samples(d):
     """The recipe's training samples: the JSONL file `data.samples`, else the synthetic task;
     of them, the steps `data.kinds` names ("retrieve": `[id]` responses, "answer": answer
     steps; default both)."""
+    from msa_jax.data.synthetic import FACTS_PER_DOC
     from msa_jax.training import samples, tasks
 
     kinds = tuple(d.get("kinds", ("retrieve", "answer")))
@@ -157,7 +158,7 @@ def training_samples(d):
                                                 with_answer=d.get("with_answer", False),
                                                 id_digits=d.get("id_digits", 0),
                                                 facts_per_doc=tuple(d.get("facts_per_doc",
-                                                                          (2, 5))),
+                                                                          FACTS_PER_DOC)),
                                                 answer_routing=d.get("answer_routing", True))
     out = [s for s in out if ("answer" if s.answer is not None else "retrieve") in kinds]
     if not out:
