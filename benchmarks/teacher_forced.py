@@ -41,6 +41,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from msa_jax.cli.commands.train import build  # noqa: E402
+from msa_jax.data.synthetic import FACTS_PER_DOC  # noqa: E402
 from msa_jax.model.decode import logits_of  # noqa: E402
 from msa_jax.model.train_forward import TrainBatch, train_forward  # noqa: E402
 from msa_jax.training import pipeline, tasks  # noqa: E402
@@ -50,16 +51,19 @@ from msa_jax.utils import load_python_file  # noqa: E402
 
 
 def held_out(config, n: int, hops=(1, 2), docs_per_sample: int = 0, facts_per_doc=None):
+    """Held-out samples laid out as the recipe trains them (its documents per sample, facts per
+    document unless `facts_per_doc` is given, answer steps with or without routing labels)."""
     d = config.data
     docs = docs_per_sample or d.docs_per_sample
-    facts = tuple(facts_per_doc or d.get("facts_per_doc", (2, 5)))
+    facts = tuple(facts_per_doc or d.get("facts_per_doc", FACTS_PER_DOC))
     out = []
     for h in hops:
         out += tasks.make_retrieval_samples(n, hops=h, docs_per_sample=docs,
                                             hard_negatives=d.hard_negatives if docs > h else 0,
                                             split="eval", seed=77 + h, with_answer=True,
                                             id_digits=d.get("id_digits", 0),
-                                            facts_per_doc=facts)
+                                            facts_per_doc=facts,
+                                            answer_routing=d.get("answer_routing", True))
     return out
 
 

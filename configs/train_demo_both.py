@@ -18,7 +18,7 @@ Measured (docs/training.md): `easy` trains the router at once (routing loss 4.82
 steps, held-out recall@10 0.42 among 2,064 documents) but the copy does not start in 600 steps
 (teacher-forced answer step 0.031). Started instead from a model that learned the copy alone
 (`configs/train_demo_frozen_routing.py:answer1 --config.optim.freeze=`, from random weights),
-600 steps of `easy` keep the copy (answer step 1.000 teacher-forced, one-fact documents) while
+600 steps of `easy` keep the copy (answer step 0.969 teacher-forced, one-fact documents) while
 the router starts late (held-out recall@10 0.31 at step 600). `full` was not run.
 """
 
